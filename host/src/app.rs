@@ -1,0 +1,327 @@
+//! An app: the components a manifest names, wired together.
+//!
+//! Loading happens in two steps so that bad input never touches data:
+//! [`Plan::new`] reads the manifest, compiles every component and checks that
+//! each import is granted and each call has a provider, with no cycles;
+//! [`Plan::open`] then locks the data directory, opens each database and
+//! starts the components, providers before their callers.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use wasmtime::component::Val;
+use wasmtime::component::types::ComponentFunc;
+
+use crate::component::{CallError, Component, Version};
+use crate::contract::{self, Contract};
+use crate::engine::{Compiled, Runtime};
+use crate::linker::{self, Grant, Grants};
+use crate::manifest::{ComponentSpec, Manifest};
+
+/// The components of a manifest, compiled and checked, not yet running.
+pub struct Plan {
+    runtime: Runtime,
+    manifest: Manifest,
+    /// In start order: every component after the components it calls.
+    parts: Vec<Part>,
+}
+
+/// One component of a plan.
+pub struct Part {
+    /// Its name in the manifest.
+    pub name: String,
+    /// Its manifest table.
+    pub spec: ComponentSpec,
+    /// Its compiled code.
+    pub compiled: Compiled,
+    /// What it imports and exports.
+    pub contract: Contract,
+    /// How each import is served.
+    pub grants: Grants,
+}
+
+/// An exported function, found by the name a user gave.
+#[derive(Clone)]
+pub struct FunctionRef {
+    /// The component.
+    pub component: String,
+    /// The exported interface's full name ("" for a root function).
+    pub export: String,
+    /// The function's name.
+    pub func: String,
+    /// Its type, to read arguments against.
+    pub ty: ComponentFunc,
+}
+
+impl FunctionRef {
+    /// `catalog.get-product`: the short form users type.
+    pub fn display_name(&self) -> String {
+        let iface = contract::InterfaceId::parse(&self.export);
+        if self.export.is_empty() { self.func.clone() } else { format!("{}.{}", iface.interface, self.func) }
+    }
+}
+
+impl Plan {
+    /// Compiles every component of `manifest` and checks the wiring.
+    /// Touches no data directory.
+    pub fn new(manifest: Manifest, runtime: Runtime) -> Result<Plan> {
+        let mut compiled = BTreeMap::new();
+        let mut contracts = BTreeMap::new();
+        for (name, spec) in &manifest.components {
+            let path = manifest.wasm_path(spec);
+            let c = runtime
+                .load(&path)
+                .with_context(|| format!("loading component `{name}` ({})", manifest.path.display()))?;
+            let ty = c.component.component_type();
+            contracts.insert(name.clone(), Contract::of(runtime.engine(), &ty));
+            compiled.insert(name.clone(), c);
+        }
+
+        let mut grants = BTreeMap::new();
+        let mut refusals = Vec::new();
+        for (name, spec) in &manifest.components {
+            match linker::grant(name, &contracts[name], spec.strict, &contracts) {
+                Ok(g) => {
+                    grants.insert(name.clone(), g);
+                }
+                Err(e) => refusals.push(format!("{e:#}")),
+            }
+        }
+        if !refusals.is_empty() {
+            bail!("{}", refusals.join("\n"));
+        }
+
+        let order = start_order(&grants)?;
+        let parts = order
+            .into_iter()
+            .map(|name| Part {
+                spec: manifest.components[&name].clone(),
+                compiled: compiled.remove(&name).expect("compiled every component"),
+                contract: contracts.remove(&name).expect("read every contract"),
+                grants: grants.remove(&name).expect("granted every component"),
+                name,
+            })
+            .collect();
+        Ok(Plan { runtime, manifest, parts })
+    }
+
+    /// The components, in start order.
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Finds the function a user named: `get-product`, `catalog.get-product`
+    /// or `shop:product/catalog@1.0.0#get-product`.
+    pub fn function(&self, component: &str, name: &str) -> Result<FunctionRef> {
+        let Some(part) = self.parts.iter().find(|p| p.name == component) else {
+            let names: Vec<&str> = self.parts.iter().map(|p| p.name.as_str()).collect();
+            bail!("no component `{component}` in {}; it has: {}", self.manifest.path.display(), names.join(", "));
+        };
+        let (iface, func) = match name.rsplit_once('#').or_else(|| name.rsplit_once('.')) {
+            Some((i, f)) => (Some(i), f),
+            None => (None, name),
+        };
+        let mut found = Vec::new();
+        for export in &part.contract.exports {
+            let matches_iface = match iface {
+                Some(i) => export.name == i || export.id.interface == i || export.id.unversioned() == i,
+                // Unqualified names search the component's own contracts,
+                // not what the platform asks of it (`migrate`).
+                None => export.id.package != "moat:platform",
+            };
+            if matches_iface {
+                if let Some(f) = export.func(func) {
+                    found.push(FunctionRef {
+                        component: component.to_string(),
+                        export: export.name.clone(),
+                        func: f.name.clone(),
+                        ty: f.ty.clone(),
+                    });
+                }
+            }
+        }
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => bail!("component `{component}` has no function `{name}`; it exports:\n{}", self.listing(part)),
+            _ => {
+                let names: Vec<String> = found.iter().map(|f| format!("{}#{}", f.export, f.func)).collect();
+                bail!("`{name}` is ambiguous in `{component}`; name one of: {}", names.join(", "))
+            }
+        }
+    }
+
+    /// Every exported function of a component, one per line, with its signature.
+    pub fn listing(&self, part: &Part) -> String {
+        let mut lines = Vec::new();
+        for export in &part.contract.exports {
+            for f in &export.funcs {
+                let prefix = if export.name.is_empty() { String::new() } else { format!("{}.", export.id.interface) };
+                lines.push(format!("  {prefix}{}", contract::signature(&f.name, &f.ty)));
+            }
+        }
+        lines.join("\n")
+    }
+
+    /// Locks `data_dir`, opens every component's database there and starts
+    /// the components.
+    pub fn open(self, data_dir: &Path) -> Result<App> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        let lock = DataLock::acquire(data_dir)?;
+        let engine = self.runtime.engine().clone();
+        let mut components: BTreeMap<String, Arc<Component>> = BTreeMap::new();
+        for part in self.parts {
+            let linker = linker::build(&engine, &part.grants, |provider| {
+                components.get(provider).cloned().expect("providers start before their callers")
+            })?;
+            let pre = linker
+                .instantiate_pre(&part.compiled.component)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("linking component `{}`", part.name))?;
+            let version = Version { compiled: part.compiled, contract: part.contract, pre };
+            let db_path = data_dir.join(format!("{}.db", part.name));
+            let component = Component::start(&engine, &part.name, part.spec, &db_path, version)?;
+            components.insert(part.name, Arc::new(component));
+        }
+        Ok(App { manifest: self.manifest, data_dir: data_dir.to_path_buf(), components, _lock: lock })
+    }
+}
+
+/// A running app.
+pub struct App {
+    manifest: Manifest,
+    data_dir: PathBuf,
+    components: BTreeMap<String, Arc<Component>>,
+    _lock: DataLock,
+}
+
+impl App {
+    /// Calls a function as one unit of work of its component.
+    pub fn call(&self, f: &FunctionRef, params: &[Val]) -> Result<Vec<Val>, CallError> {
+        let component = self.components.get(&f.component).expect("a FunctionRef names a loaded component");
+        component.call(&f.export, &f.func, params)
+    }
+
+    /// A component by name.
+    pub fn component(&self, name: &str) -> Option<&Arc<Component>> {
+        self.components.get(name)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+}
+
+/// Orders components so that every provider starts before its callers, or
+/// refuses a cycle of calls, naming it.
+fn start_order(grants: &BTreeMap<String, Grants>) -> Result<Vec<String>> {
+    let calls = |name: &str| -> Vec<String> {
+        grants[name]
+            .iter()
+            .filter_map(|(_, g)| match g {
+                Grant::Call { provider, .. } => Some(provider.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit(
+        name: &str,
+        calls: &dyn Fn(&str) -> Vec<String>,
+        marks: &mut BTreeMap<String, Mark>,
+        path: &mut Vec<String>,
+        order: &mut Vec<String>,
+    ) -> Result<()> {
+        match marks.get(name) {
+            Some(Mark::Done) => return Ok(()),
+            Some(Mark::Visiting) => {
+                let start = path.iter().position(|p| p == name).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                cycle.push(name.to_string());
+                bail!(
+                    "components call each other in a cycle: {}. Calls between components must not loop; \
+                     let one side learn of the other through events instead",
+                    cycle.join(" -> ")
+                );
+            }
+            None => {}
+        }
+        marks.insert(name.to_string(), Mark::Visiting);
+        path.push(name.to_string());
+        for provider in calls(name) {
+            visit(&provider, calls, marks, path, order)?;
+        }
+        path.pop();
+        marks.insert(name.to_string(), Mark::Done);
+        order.push(name.to_string());
+        Ok(())
+    }
+    let (mut marks, mut order) = (BTreeMap::new(), Vec::new());
+    for name in grants.keys() {
+        visit(name, &calls, &mut marks, &mut Vec::new(), &mut order)?;
+    }
+    Ok(order)
+}
+
+/// An exclusive lock on a data directory: one host per directory, so two
+/// processes never write one database.
+struct DataLock {
+    _file: File,
+}
+
+impl DataLock {
+    const WAIT: Duration = Duration::from_secs(30);
+
+    fn acquire(dir: &Path) -> Result<DataLock> {
+        let path = dir.join("moat.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let start = Instant::now();
+        let mut said = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(DataLock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if start.elapsed() > Self::WAIT {
+                        bail!(
+                            "another moat process has held the data directory {} for {}s; stop it, or use another --data directory",
+                            dir.display(),
+                            Self::WAIT.as_secs()
+                        );
+                    }
+                    if !said {
+                        tracing::warn!("waiting for another moat process using {}", dir.display());
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("locking {}", path.display()));
+                }
+            }
+        }
+    }
+}

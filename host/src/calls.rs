@@ -1,0 +1,37 @@
+//! Capability: calls between components.
+//!
+//! A component that imports an interface another component exports gets, for
+//! each imported function, a host function that forwards the call. The
+//! forwarding is generic: arguments and results pass as dynamic
+//! `component::Val`s, so the host needs no knowledge of shop types (the
+//! types of both sides were checked against each other at load, by
+//! `contract::func_fits`).
+//!
+//! The callee runs the call as its own unit of work on its own database:
+//! there is no distributed transaction. If the callee fails, the caller traps
+//! and its unit of work rolls back too.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use wasmtime::component::Linker;
+
+use crate::component::{Component, InstanceState};
+use crate::contract::Interface;
+
+/// Defines every function of the imported interface `import` on `linker`,
+/// each forwarding to `export` of `provider`.
+pub fn forward(linker: &mut Linker<InstanceState>, import: &Interface, provider: Arc<Component>, export: &str) -> Result<()> {
+    let mut instance = linker.instance(&import.name)?;
+    for func in &import.funcs {
+        let (provider, export, name) = (provider.clone(), Arc::<str>::from(export), Arc::<str>::from(func.name.as_str()));
+        instance.func_new(&func.name, move |_caller, _ty, params, results| {
+            let out = provider.call(&export, &name, params).map_err(|e| wasmtime::format_err!("{e}"))?;
+            for (slot, value) in results.iter_mut().zip(out) {
+                *slot = value;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! `moat call COMPONENT 'FUNCTION(ARGS)'`
+
+use anyhow::Result;
+
+use super::{Context, Exit};
+use crate::component::returned_err;
+use crate::values;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The component, as named in moat.toml.
+    component: String,
+
+    /// The call, in WAVE: FUNCTION(ARGS), for example 'get-product("PROD001")'.
+    /// FUNCTION may be qualified by its interface: 'catalog.get-product(...)'.
+    call: String,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    // Everything that can be wrong with the input is found before the data
+    // directory is touched.
+    let plan = ctx.plan()?;
+    let (name, rest) = values::split_call(&args.call)?;
+    let function = plan.function(&args.component, name)?;
+    let params = values::parse_args(name, rest, &function.ty)?;
+
+    let data_dir = ctx.data_dir(plan.manifest());
+    let app = plan.open(&data_dir)?;
+    let results = app.call(&function, &params)?;
+
+    if let Some(result) = results.first() {
+        if ctx.json {
+            println!("{}", values::to_json(result));
+        } else {
+            println!("{}", values::to_wave(result));
+        }
+    }
+    Ok(if returned_err(&results) { Exit::ReturnedErr } else { Exit::Ok })
+}

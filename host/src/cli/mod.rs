@@ -1,0 +1,136 @@
+//! The `moat` command line: global flags here, one file per subcommand.
+
+mod call;
+mod components;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::app::Plan;
+use crate::engine::{self, Runtime};
+use crate::manifest::Manifest;
+
+/// Run microservices as WebAssembly components that own their data.
+///
+/// Each component gets its own SQLite database and nothing else; components
+/// reach each other only through the WIT interfaces they export.
+#[derive(Parser)]
+#[command(name = "moat", version, max_term_width = 100)]
+pub struct Cli {
+    /// The app's manifest.
+    #[arg(long, global = true, value_name = "PATH", env = "MOAT_MANIFEST", default_value = "moat.toml")]
+    manifest: PathBuf,
+
+    /// The directory holding the components' databases [default: .moat beside the manifest].
+    #[arg(long, global = true, value_name = "DIR", env = "MOAT_DATA")]
+    data: Option<PathBuf>,
+
+    /// Where compiled components are cached [default: $XDG_CACHE_HOME/moat or ~/.cache/moat].
+    #[arg(long, global = true, value_name = "DIR", env = "MOAT_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Compile every component afresh instead of using the compile cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
+
+    /// Print results as JSON instead of WAVE and text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Call a component's exported function, as one unit of work.
+    Call(call::Args),
+    /// List the app's components: version, database, imports and exports.
+    Components(components::Args),
+}
+
+/// How `moat` exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It worked.
+    Ok = 0,
+    /// The called function returned `err(...)`; its unit of work was rolled back.
+    ReturnedErr = 1,
+    /// Bad input or a failure; the message is on stderr.
+    Failed = 2,
+}
+
+/// What every subcommand gets from the global flags.
+pub struct Context {
+    manifest: PathBuf,
+    data: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    json: bool,
+}
+
+impl Context {
+    /// Reads the manifest and compiles its components (no data is touched).
+    fn plan(&self) -> Result<Plan> {
+        let manifest = Manifest::load(&self.manifest)?;
+        Plan::new(manifest, Runtime::new(self.cache_dir.clone())?)
+    }
+
+    /// The data directory for this manifest.
+    fn data_dir(&self, manifest: &Manifest) -> PathBuf {
+        self.data.clone().unwrap_or_else(|| manifest.root().join(".moat"))
+    }
+}
+
+/// Runs `moat` with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    let exit = match run(cli) {
+        Ok(exit) => exit,
+        Err(e) => {
+            report(&e);
+            Exit::Failed
+        }
+    };
+    ExitCode::from(exit as u8)
+}
+
+fn run(cli: Cli) -> Result<Exit> {
+    let cache_dir = if cli.no_cache { None } else { cli.cache_dir.or_else(engine::default_cache_dir) };
+    let ctx = Context { manifest: cli.manifest, data: cli.data, cache_dir, json: cli.json };
+    match cli.command {
+        Command::Call(args) => call::run(&ctx, args),
+        Command::Components(args) => components::run(&ctx, args),
+    }
+}
+
+/// Prints an error and its causes, cargo style.
+fn report(e: &anyhow::Error) {
+    eprintln!("error: {e}");
+    let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+    if !causes.is_empty() {
+        eprintln!("\nCaused by:");
+        for c in causes {
+            for (i, line) in c.lines().enumerate() {
+                eprintln!("{}{line}", if i == 0 { "  - " } else { "    " });
+            }
+        }
+    }
+}
+
+/// A path as the user would type it: relative to the current directory when possible.
+fn shown(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}

@@ -1,0 +1,350 @@
+//! One running component: its instance, its database, and the unit of work
+//! every call runs in.
+//!
+//! A component's instance and database sit behind one mutex, so its units of
+//! work run one at a time. That is SQLite's own model (one writer at a time),
+//! it keeps a unit of work's transaction on the one connection that owns it,
+//! and it lets a call run on the caller's thread with no hand-off. Calls
+//! between components lock callee after caller; the load refuses cycles, so
+//! two components never wait on each other.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::{Context, Result, bail};
+use wasmtime::component::{Func, Instance, InstancePre, ResourceTable, Val};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::contract::Contract;
+use crate::engine::{Compiled, EPOCH_TICK};
+use crate::log::{GuestLog, LogStream, Stdio};
+use crate::manifest::{ComponentSpec, Limits};
+use crate::store::Db;
+
+/// The data of one instance's Wasmtime store: what its imports reach.
+pub struct InstanceState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// The component's own database (`moat:platform/store`).
+    pub(crate) db: Db,
+    /// The component's log (`moat:platform/log`).
+    pub(crate) log: GuestLog,
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// One build of a component, compiled and linked, ready to instantiate.
+pub struct Version {
+    /// The compiled code and where it came from.
+    pub compiled: Compiled,
+    /// Its imports and exports.
+    pub contract: Contract,
+    /// Linked against this host: instantiating from here takes microseconds.
+    pub pre: InstancePre<InstanceState>,
+}
+
+/// Why a call failed. (A function that returns `err` has not failed: its
+/// result is returned, and its unit of work rolled back.)
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The component trapped or hit a limit; its unit of work was rolled
+    /// back and its instance replaced.
+    #[error("component `{component}` failed in `{function}`: {reason}; its unit of work was rolled back")]
+    Trap { component: String, function: String, reason: String },
+    /// The host could not run or commit the unit of work.
+    #[error("component `{component}`, `{function}`: {source:#}")]
+    Host { component: String, function: String, source: anyhow::Error },
+}
+
+/// A loaded component.
+pub struct Component {
+    name: Arc<str>,
+    spec: ComponentSpec,
+    db_path: PathBuf,
+    engine: Engine,
+    slot: Mutex<Slot>,
+}
+
+/// What the mutex guards: the current version and its live instance.
+struct Slot {
+    version: Arc<Version>,
+    /// `None` only while an instance is being replaced.
+    live: Option<Live>,
+    /// The instance trapped: replace it before the next call.
+    broken: bool,
+}
+
+/// An instance and the store it lives in.
+struct Live {
+    store: Store<InstanceState>,
+    instance: Instance,
+    /// Exported functions by interface name, then function name.
+    funcs: HashMap<String, HashMap<String, Func>>,
+}
+
+impl Component {
+    /// Opens the component's database, instantiates `version` and runs its
+    /// schema migration. On error nothing of the migration is kept.
+    pub fn start(engine: &Engine, name: &str, spec: ComponentSpec, db_path: &Path, version: Version) -> Result<Component> {
+        let name: Arc<str> = Arc::from(name);
+        let db = Db::open(db_path, &spec.sqlite, &spec.limits)?;
+        let version = Arc::new(version);
+        let mut live = instantiate(engine, &name, &spec.limits, &version, db)
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("starting component `{name}`"))?;
+        migrate(&mut live, &name, &version, &spec.limits)?;
+        Ok(Component {
+            name,
+            spec,
+            db_path: db_path.to_path_buf(),
+            engine: engine.clone(),
+            slot: Mutex::new(Slot { version, live: Some(live), broken: false }),
+        })
+    }
+
+    /// The component's name in the manifest.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its database file.
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// The version serving now.
+    pub fn version(&self) -> Arc<Version> {
+        self.lock().version.clone()
+    }
+
+    /// Runs `func` of the exported interface `export` ("" for a function at
+    /// the root of the world) as one unit of work: commits if it returns
+    /// (and returns `ok`, when it returns a `result`), rolls back otherwise.
+    pub fn call(&self, export: &str, func: &str, params: &[Val]) -> Result<Vec<Val>, CallError> {
+        let mut slot = self.lock();
+        let live = slot.live(&self.engine, &self.name, &self.spec.limits).map_err(|e| self.host_error(export, func, e))?;
+        let outcome = live.run(export, func, params, &self.spec.limits);
+        match outcome {
+            Ok(results) => {
+                let db = &mut live.store.data_mut().db;
+                if returned_err(&results) {
+                    db.rollback();
+                } else {
+                    db.commit().map_err(|e| self.host_error(export, func, e))?;
+                }
+                Ok(results)
+            }
+            Err(failure) => {
+                live.store.data_mut().db.rollback();
+                if let Failure::Trapped(_) = failure {
+                    slot.broken = true;
+                }
+                Err(failure.into_error(&self.name, qualified(export, func)))
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        // A panic while holding the lock is a host bug; the slot itself is
+        // still consistent (a unit of work is rolled back by SQLite when its
+        // connection sees the next BEGIN fail), so keep serving.
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn host_error(&self, export: &str, func: &str, source: anyhow::Error) -> CallError {
+        CallError::Host { component: self.name.to_string(), function: qualified(export, func), source }
+    }
+}
+
+impl Slot {
+    /// The live instance, replacing a broken one first.
+    fn live(&mut self, engine: &Engine, name: &Arc<str>, limits: &Limits) -> Result<&mut Live> {
+        if self.broken {
+            let old = self.live.take().expect("a slot always has an instance between calls");
+            let db = old.store.into_data().db;
+            match instantiate(engine, name, limits, &self.version, db) {
+                Ok(live) => {
+                    self.live = Some(live);
+                    self.broken = false;
+                    tracing::info!(component = %name, "replaced the instance after a trap");
+                }
+                Err((e, _db)) => {
+                    // Without a database the component cannot serve again;
+                    // instantiating a version that instantiated before only
+                    // fails when the host itself is out of resources.
+                    return Err(e.context("replacing the instance after a trap"));
+                }
+            }
+        }
+        Ok(self.live.as_mut().expect("a slot always has an instance between calls"))
+    }
+}
+
+/// How running a function failed.
+pub(crate) enum Failure {
+    /// The function does not exist.
+    Missing,
+    /// The guest trapped (including limits); the instance must be replaced.
+    Trapped(String),
+}
+
+impl Failure {
+    fn into_error(self, component: &str, function: String) -> CallError {
+        match self {
+            Failure::Missing => CallError::Host {
+                component: component.to_string(),
+                source: anyhow::anyhow!("no such function"),
+                function,
+            },
+            Failure::Trapped(reason) => CallError::Trap { component: component.to_string(), function, reason },
+        }
+    }
+}
+
+impl Live {
+    /// Calls one exported function within the open unit of work. Does not
+    /// commit or roll back: the caller decides.
+    fn run(&mut self, export: &str, func: &str, params: &[Val], limits: &Limits) -> Result<Vec<Val>, Failure> {
+        let f = self.func(export, func).ok_or(Failure::Missing)?;
+        let mut results = vec![Val::Bool(false); f.ty(&self.store).results().len()];
+        self.store.set_epoch_deadline(deadline_ticks(limits));
+        match f.call(&mut self.store, params, &mut results) {
+            Ok(()) => Ok(results),
+            Err(e) => Err(Failure::Trapped(describe_trap(&e, limits))),
+        }
+    }
+
+    fn func(&mut self, export: &str, func: &str) -> Option<Func> {
+        if let Some(f) = self.funcs.get(export).and_then(|m| m.get(func)) {
+            return Some(*f);
+        }
+        let iface = if export.is_empty() { None } else { Some(self.instance.get_export_index(&mut self.store, None, export)?) };
+        let index = self.instance.get_export_index(&mut self.store, iface.as_ref(), func)?;
+        let f = self.instance.get_func(&mut self.store, index)?;
+        self.funcs.entry(export.to_string()).or_default().insert(func.to_string(), f);
+        Some(f)
+    }
+}
+
+/// Instantiates `version` with `db` as its database. On failure the
+/// database is handed back.
+fn instantiate(engine: &Engine, name: &Arc<str>, limits: &Limits, version: &Version, db: Db) -> Result<Live, (anyhow::Error, Db)> {
+    let wasi = WasiCtx::builder()
+        .stdout(LogStream::new(name.clone(), Stdio::Stdout))
+        .stderr(LogStream::new(name.clone(), Stdio::Stderr))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }))
+        .build();
+    let state = InstanceState {
+        wasi,
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(limits.memory_mib << 20).unwrap_or(usize::MAX))
+            .memories(4)
+            .instances(64)
+            .tables(64)
+            .table_elements(1 << 20)
+            .trap_on_grow_failure(true)
+            .build(),
+        db,
+        log: GuestLog::new(name.clone()),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(deadline_ticks(limits));
+    match version.pre.instantiate(&mut store) {
+        Ok(instance) => Ok(Live { store, instance, funcs: HashMap::new() }),
+        Err(e) => {
+            let reason = describe_trap(&e, limits);
+            Err((anyhow::anyhow!("instantiating `{name}` failed: {reason}"), store.into_data().db))
+        }
+    }
+}
+
+/// Runs the component's `moat:platform/schema.migrate`, if it exports one,
+/// in a unit of work of its own.
+fn migrate(live: &mut Live, name: &str, version: &Version, limits: &Limits) -> Result<()> {
+    let Some(schema) = version.contract.export_like("moat:platform", "schema") else { return Ok(()) };
+    let schema = schema.name.clone();
+    let db = &mut live.store.data_mut().db;
+    let found = db.schema_version()?;
+    let results = match live.run(&schema, "migrate", &[Val::U32(found)], limits) {
+        Ok(results) => results,
+        Err(failure) => {
+            live.store.data_mut().db.rollback();
+            let why = match failure {
+                Failure::Missing => "it exports no `migrate` function".to_string(),
+                Failure::Trapped(reason) => reason,
+            };
+            bail!("component `{name}` failed to migrate its database from schema version {found}: {why}; the database is unchanged");
+        }
+    };
+    let db = &mut live.store.data_mut().db;
+    match results.first() {
+        Some(Val::Result(Ok(Some(v)))) if matches!(**v, Val::U32(_)) => {
+            let Val::U32(to) = **v else { unreachable!() };
+            if to != found {
+                db.set_schema_version(to)?;
+                tracing::info!(component = name, from = found, to, "migrated the database");
+            }
+            db.commit()
+        }
+        Some(Val::Result(Err(Some(why)))) => {
+            db.rollback();
+            let why = match &**why {
+                Val::String(s) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            bail!("component `{name}` refused to migrate its database from schema version {found}: {why}; the database is unchanged")
+        }
+        _ => {
+            db.rollback();
+            bail!("component `{name}`: `migrate` must have the type func(found: u32) -> result<u32, string>")
+        }
+    }
+}
+
+fn deadline_ticks(limits: &Limits) -> u64 {
+    limits.call_timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1
+}
+
+/// Whether a function's result is a `result` that is `err`.
+pub(crate) fn returned_err(results: &[Val]) -> bool {
+    matches!(results.first(), Some(Val::Result(Err(_))))
+}
+
+/// `interface.function`, or just `function` at the root.
+pub(crate) fn qualified(export: &str, func: &str) -> String {
+    if export.is_empty() { func.to_string() } else { format!("{export}.{func}") }
+}
+
+/// What a trap means, in words that say which limit was hit.
+fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::Interrupt => {
+                format!("it ran past its deadline of {} ms (limits.call_timeout_ms)", limits.call_timeout_ms)
+            }
+            Trap::StackOverflow => "it overflowed its stack (recursion too deep)".to_string(),
+            Trap::UnreachableCodeReached => {
+                "it panicked or aborted (wasm `unreachable`; a panic message, if any, is in the log)".to_string()
+            }
+            other => format!("it trapped: {other}"),
+        };
+    }
+    let text = format!("{e:#}");
+    if text.contains("forcing trap when growing memory") {
+        return format!("it tried to grow its memory past {} MiB (limits.memory_mib)", limits.memory_mib);
+    }
+    text
+}

@@ -1,0 +1,413 @@
+//! What a component imports and exports, read from its compiled type, and
+//! whether one side's functions fit the other's.
+//!
+//! The host is generic: it knows no shop types. Everything it needs to wire
+//! components together (which interface a component serves, which it uses,
+//! whether the types of a caller and a callee agree) comes from here.
+
+use std::fmt::{self, Write as _};
+
+use wasmtime::Engine;
+use wasmtime::component::types::{self, ComponentFunc, ComponentItem, Type};
+
+/// A component's imports and exports.
+#[derive(Clone)]
+pub struct Contract {
+    /// Imported interfaces, in the component's order.
+    pub imports: Vec<Interface>,
+    /// Exported interfaces, in the component's order. Functions exported at
+    /// the root of the world are gathered in one interface named "".
+    pub exports: Vec<Interface>,
+}
+
+/// One imported or exported interface.
+#[derive(Clone)]
+pub struct Interface {
+    /// The full name as the component spells it: `shop:product/catalog@1.0.0`.
+    pub name: String,
+    /// `name` split into its parts.
+    pub id: InterfaceId,
+    /// Its functions, in declaration order.
+    pub funcs: Vec<Function>,
+}
+
+/// One function of an interface.
+#[derive(Clone)]
+pub struct Function {
+    /// Its name: `get-product`.
+    pub name: String,
+    /// Its type.
+    pub ty: ComponentFunc,
+}
+
+/// The parts of `namespace:package/interface@version`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceId {
+    /// `shop:product`.
+    pub package: String,
+    /// `catalog`.
+    pub interface: String,
+    /// `1.0.0`, if the name carries one.
+    pub version: Option<semver::Version>,
+}
+
+impl InterfaceId {
+    /// Parses `ns:pkg/iface@version`; a plain name (a root function, or a
+    /// world-level import) has an empty package.
+    pub fn parse(name: &str) -> InterfaceId {
+        let (path, version) = match name.split_once('@') {
+            Some((path, v)) => (path, semver::Version::parse(v).ok()),
+            None => (name, None),
+        };
+        match path.split_once('/') {
+            Some((package, interface)) => {
+                InterfaceId { package: package.to_string(), interface: interface.to_string(), version }
+            }
+            None => InterfaceId { package: String::new(), interface: path.to_string(), version },
+        }
+    }
+
+    /// `shop:product/catalog`, without the version.
+    pub fn unversioned(&self) -> String {
+        format!("{}/{}", self.package, self.interface)
+    }
+
+    /// Whether an export at `self`'s version satisfies an import at
+    /// `wanted`'s: same package and interface, and by semver the same major
+    /// version (the same minor for 0.x) with a version no lower.
+    pub fn serves(&self, wanted: &InterfaceId) -> bool {
+        if self.package != wanted.package || self.interface != wanted.interface {
+            return false;
+        }
+        match (&self.version, &wanted.version) {
+            (None, None) => true,
+            (Some(have), Some(want)) => {
+                let same_line = if have.major == 0 { want.major == 0 && have.minor == want.minor } else { have.major == want.major };
+                same_line && have >= want
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for InterfaceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.package.is_empty() {
+            f.write_str(&self.interface)?;
+        } else {
+            write!(f, "{}/{}", self.package, self.interface)?;
+        }
+        if let Some(v) = &self.version {
+            write!(f, "@{v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Contract {
+    /// Reads a component's imports and exports from its compiled type.
+    pub fn of(engine: &Engine, ty: &types::Component) -> Contract {
+        let imports = ty.imports(engine).filter_map(|(name, item)| interface(engine, name, &item.ty)).collect();
+        let mut exports: Vec<Interface> =
+            ty.exports(engine).filter_map(|(name, item)| interface(engine, name, &item.ty)).collect();
+        let root: Vec<Function> = ty
+            .exports(engine)
+            .filter_map(|(name, item)| match item.ty {
+                ComponentItem::ComponentFunc(ty) => Some(Function { name: name.to_string(), ty }),
+                _ => None,
+            })
+            .collect();
+        if !root.is_empty() {
+            exports.push(Interface { name: String::new(), id: InterfaceId::parse(""), funcs: root });
+        }
+        Contract { imports, exports }
+    }
+
+    /// The exported interface with this name, exactly.
+    pub fn export(&self, name: &str) -> Option<&Interface> {
+        self.exports.iter().find(|i| i.name == name)
+    }
+
+    /// The exported interface of this package and name, whatever its version.
+    pub fn export_like(&self, package: &str, interface: &str) -> Option<&Interface> {
+        self.exports.iter().find(|i| i.id.package == package && i.id.interface == interface)
+    }
+
+    /// The version of the contract this component serves: the version of its
+    /// first exported versioned interface outside `moat:platform`.
+    pub fn version(&self) -> Option<&semver::Version> {
+        self.exports
+            .iter()
+            .filter(|i| i.id.package != "moat:platform")
+            .find_map(|i| i.id.version.as_ref())
+    }
+}
+
+impl Interface {
+    /// The function with this name.
+    pub fn func(&self, name: &str) -> Option<&Function> {
+        self.funcs.iter().find(|f| f.name == name)
+    }
+}
+
+fn interface(engine: &Engine, name: &str, item: &ComponentItem) -> Option<Interface> {
+    let ComponentItem::ComponentInstance(instance) = item else { return None };
+    let funcs = instance
+        .exports(engine)
+        .filter_map(|(fname, e)| match e.ty {
+            ComponentItem::ComponentFunc(ty) => Some(Function { name: fname.to_string(), ty }),
+            _ => None,
+        })
+        .collect();
+    Some(Interface { name: name.to_string(), id: InterfaceId::parse(name), funcs })
+}
+
+/// Checks that `provided` can stand in for `wanted`: the same parameters and
+/// results, type for type. Returns what differs, in words.
+pub fn func_fits(wanted: &ComponentFunc, provided: &ComponentFunc) -> Result<(), String> {
+    let (wp, pp): (Vec<_>, Vec<_>) = (wanted.params().collect(), provided.params().collect());
+    if wp.len() != pp.len() {
+        return Err(format!("takes {} parameters where {} are expected", pp.len(), wp.len()));
+    }
+    for ((wn, wt), (_, pt)) in wp.iter().zip(&pp) {
+        type_fits(wt, pt).map_err(|d| format!("parameter `{wn}`: {d}"))?;
+    }
+    let (wr, pr): (Vec<_>, Vec<_>) = (wanted.results().collect(), provided.results().collect());
+    if wr.len() != pr.len() {
+        return Err(format!("returns {} results where {} are expected", pr.len(), wr.len()));
+    }
+    for (w, p) in wr.iter().zip(&pr) {
+        type_fits(w, p).map_err(|d| format!("result: {d}"))?;
+    }
+    Ok(())
+}
+
+/// Checks that two types are the same shape (names of fields, cases, enum
+/// and flag members included), and says where they first differ.
+pub fn type_fits(wanted: &Type, provided: &Type) -> Result<(), String> {
+    let mismatch = || Err(format!("expected {}, found {}", describe(wanted), describe(provided)));
+    match (wanted, provided) {
+        (Type::List(a), Type::List(b)) => type_fits(&a.ty(), &b.ty()).map_err(|d| format!("list element: {d}")),
+        (Type::Option(a), Type::Option(b)) => type_fits(&a.ty(), &b.ty()).map_err(|d| format!("option: {d}")),
+        (Type::Result(a), Type::Result(b)) => {
+            opt_fits(a.ok(), b.ok()).map_err(|d| format!("result ok: {d}"))?;
+            opt_fits(a.err(), b.err()).map_err(|d| format!("result err: {d}"))
+        }
+        (Type::Record(a), Type::Record(b)) => {
+            let (af, bf): (Vec<_>, Vec<_>) = (a.fields().collect(), b.fields().collect());
+            let names = |f: &[types::Field<'_>]| f.iter().map(|f| f.name.to_string()).collect::<Vec<_>>();
+            if names(&af) != names(&bf) {
+                return mismatch();
+            }
+            for (x, y) in af.iter().zip(&bf) {
+                type_fits(&x.ty, &y.ty).map_err(|d| format!("field `{}`: {d}", x.name))?;
+            }
+            Ok(())
+        }
+        (Type::Tuple(a), Type::Tuple(b)) => {
+            let (at, bt): (Vec<_>, Vec<_>) = (a.types().collect(), b.types().collect());
+            if at.len() != bt.len() {
+                return mismatch();
+            }
+            for (i, (x, y)) in at.iter().zip(&bt).enumerate() {
+                type_fits(x, y).map_err(|d| format!("tuple element {i}: {d}"))?;
+            }
+            Ok(())
+        }
+        (Type::Variant(a), Type::Variant(b)) => {
+            let (ac, bc): (Vec<_>, Vec<_>) = (a.cases().collect(), b.cases().collect());
+            let names = |c: &[types::Case<'_>]| c.iter().map(|c| c.name.to_string()).collect::<Vec<_>>();
+            if names(&ac) != names(&bc) {
+                return Err(format!(
+                    "variant cases differ: expected ({}), found ({})",
+                    names(&ac).join(", "),
+                    names(&bc).join(", ")
+                ));
+            }
+            for (x, y) in ac.iter().zip(&bc) {
+                opt_fits(x.ty.clone(), y.ty.clone()).map_err(|d| format!("case `{}`: {d}", x.name))?;
+            }
+            Ok(())
+        }
+        (Type::Enum(a), Type::Enum(b)) => {
+            let (an, bn): (Vec<_>, Vec<_>) = (a.names().collect(), b.names().collect());
+            if an != bn {
+                return Err(format!("enum cases differ: expected ({}), found ({})", an.join(", "), bn.join(", ")));
+            }
+            Ok(())
+        }
+        (Type::Flags(a), Type::Flags(b)) => {
+            let (an, bn): (Vec<_>, Vec<_>) = (a.names().collect(), b.names().collect());
+            if an != bn {
+                return Err(format!("flags differ: expected ({}), found ({})", an.join(", "), bn.join(", ")));
+            }
+            Ok(())
+        }
+        (Type::Own(_), _) | (Type::Borrow(_), _) | (Type::Future(_), _) | (Type::Stream(_), _) => {
+            Err(format!("{} cannot cross between components through moat", describe(wanted)))
+        }
+        (a, b) if std::mem::discriminant(a) == std::mem::discriminant(b) && is_primitive(a) => Ok(()),
+        _ => mismatch(),
+    }
+}
+
+fn opt_fits(wanted: Option<Type>, provided: Option<Type>) -> Result<(), String> {
+    match (wanted, provided) {
+        (None, None) => Ok(()),
+        (Some(w), Some(p)) => type_fits(&w, &p),
+        (Some(w), None) => Err(format!("expected {}, found no payload", describe(&w))),
+        (None, Some(p)) => Err(format!("expected no payload, found {}", describe(&p))),
+    }
+}
+
+fn is_primitive(ty: &Type) -> bool {
+    matches!(
+        ty,
+        Type::Bool
+            | Type::S8
+            | Type::U8
+            | Type::S16
+            | Type::U16
+            | Type::S32
+            | Type::U32
+            | Type::S64
+            | Type::U64
+            | Type::Float32
+            | Type::Float64
+            | Type::Char
+            | Type::String
+            | Type::ErrorContext
+    )
+}
+
+/// A type in WIT-like words: `record { product-id: string, price: u64 }`.
+pub fn describe(ty: &Type) -> String {
+    let mut out = String::new();
+    write_type(&mut out, ty, usize::MAX);
+    out
+}
+
+/// A function's signature in WIT-like words, short: `get-product(product-id: string) -> option<record {...}>`.
+pub fn signature(name: &str, ty: &ComponentFunc) -> String {
+    let params: Vec<String> = ty.params().map(|(n, t)| format!("{n}: {}", short(&t))).collect();
+    let mut out = format!("{name}({})", params.join(", "));
+    if let Some(result) = ty.results().next() {
+        let _ = write!(out, " -> {}", short(&result));
+    }
+    out
+}
+
+/// Like `describe`, but records inside records are elided to `record {…}`.
+fn short(ty: &Type) -> String {
+    let mut out = String::new();
+    write_type(&mut out, ty, 1);
+    out
+}
+
+/// Writes `ty`, expanding records `depth` levels deep.
+fn write_type(out: &mut String, ty: &Type, depth: usize) {
+    let nested = |out: &mut String, t: &Type| write_type(out, t, depth);
+    match ty {
+        Type::Bool => out.push_str("bool"),
+        Type::S8 => out.push_str("s8"),
+        Type::U8 => out.push_str("u8"),
+        Type::S16 => out.push_str("s16"),
+        Type::U16 => out.push_str("u16"),
+        Type::S32 => out.push_str("s32"),
+        Type::U32 => out.push_str("u32"),
+        Type::S64 => out.push_str("s64"),
+        Type::U64 => out.push_str("u64"),
+        Type::Float32 => out.push_str("f32"),
+        Type::Float64 => out.push_str("f64"),
+        Type::Char => out.push_str("char"),
+        Type::String => out.push_str("string"),
+        Type::List(l) => {
+            out.push_str("list<");
+            nested(out, &l.ty());
+            out.push('>');
+        }
+        Type::Option(o) => {
+            out.push_str("option<");
+            nested(out, &o.ty());
+            out.push('>');
+        }
+        Type::Result(r) => {
+            out.push_str("result");
+            match (r.ok(), r.err()) {
+                (None, None) => {}
+                (ok, err) => {
+                    out.push('<');
+                    match ok {
+                        Some(t) => nested(out, &t),
+                        None => out.push('_'),
+                    }
+                    if let Some(e) = err {
+                        out.push_str(", ");
+                        nested(out, &e);
+                    }
+                    out.push('>');
+                }
+            }
+        }
+        Type::Record(_) if depth == 0 => out.push_str("record {…}"),
+        Type::Record(r) => {
+            out.push_str("record { ");
+            for (i, f) in r.fields().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                let _ = write!(out, "{}: ", f.name);
+                write_type(out, &f.ty, depth - 1);
+            }
+            out.push_str(" }");
+        }
+        Type::Tuple(t) => {
+            out.push_str("tuple<");
+            for (i, e) in t.types().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                nested(out, &e);
+            }
+            out.push('>');
+        }
+        Type::Variant(v) => {
+            out.push_str("variant { ");
+            let names: Vec<&str> = v.cases().map(|c| c.name).collect();
+            out.push_str(&names.join(", "));
+            out.push_str(" }");
+        }
+        Type::Enum(e) => {
+            let names: Vec<&str> = e.names().collect();
+            let _ = write!(out, "enum {{ {} }}", names.join(", "));
+        }
+        Type::Flags(f) => {
+            let names: Vec<&str> = f.names().collect();
+            let _ = write!(out, "flags {{ {} }}", names.join(", "));
+        }
+        Type::Own(_) => out.push_str("own<resource>"),
+        Type::Borrow(_) => out.push_str("borrow<resource>"),
+        Type::Future(_) => out.push_str("future"),
+        Type::Stream(_) => out.push_str("stream"),
+        Type::ErrorContext => out.push_str("error-context"),
+        Type::Map(_) => out.push_str("map"),
+        Type::FixedLengthList(_) => out.push_str("list<_, N>"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semver_matching() {
+        let have = InterfaceId::parse("shop:product/catalog@1.1.0");
+        assert!(have.serves(&InterfaceId::parse("shop:product/catalog@1.0.0")));
+        assert!(!have.serves(&InterfaceId::parse("shop:product/catalog@1.2.0")));
+        assert!(!have.serves(&InterfaceId::parse("shop:product/catalog@2.0.0")));
+        assert!(!have.serves(&InterfaceId::parse("shop:product/events@1.0.0")));
+        let zero = InterfaceId::parse("moat:platform/store@0.1.3");
+        assert!(zero.serves(&InterfaceId::parse("moat:platform/store@0.1.0")));
+        assert!(!zero.serves(&InterfaceId::parse("moat:platform/store@0.2.0")));
+    }
+}

@@ -1,0 +1,5 @@
+//! The `moat` command. Everything lives in the library's `cli` module.
+
+fn main() -> std::process::ExitCode {
+    moat::cli::main()
+}

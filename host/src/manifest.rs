@@ -1,0 +1,273 @@
+//! `moat.toml`: which components make up the app, and how each is run.
+//!
+//! ```toml
+//! [components.product]
+//! path = "target/wasm32-wasip2/guest/product.wasm"
+//!
+//! [components.order]
+//! path = "target/wasm32-wasip2/guest/order.wasm"
+//! sqlite.synchronous = "full"
+//! ```
+//!
+//! Unknown fields are refused, and every error names the file, the line and
+//! the field, so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The name of the manifest file at an app's root.
+pub const FILE_NAME: &str = "moat.toml";
+
+/// A parsed and checked manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Components by name, in name order.
+    pub components: BTreeMap<String, ComponentSpec>,
+}
+
+/// One `[components.NAME]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSpec {
+    /// The component's `.wasm` file, relative to the manifest's directory.
+    pub path: PathBuf,
+    /// Refuse every WASI import beyond `wasi:io` and `wasi:cli` at load,
+    /// instead of linking the rest inert.
+    #[serde(default)]
+    pub strict: bool,
+    /// How the component's database is opened.
+    #[serde(default)]
+    pub sqlite: SqliteSettings,
+    /// Limits on what one call may use.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// SQLite settings for one component's database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqliteSettings {
+    /// `PRAGMA journal_mode`.
+    pub journal_mode: JournalMode,
+    /// `PRAGMA synchronous`.
+    pub synchronous: Synchronous,
+}
+
+impl Default for SqliteSettings {
+    fn default() -> Self {
+        Self { journal_mode: JournalMode::Wal, synchronous: Synchronous::Normal }
+    }
+}
+
+/// `PRAGMA journal_mode` values the host supports.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalMode {
+    /// Write-ahead log: readers never block the writer (the default).
+    Wal,
+    /// A rollback journal, deleted after each transaction.
+    Delete,
+}
+
+/// `PRAGMA synchronous` values the host supports.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Trust the OS to write: fast, and a power loss can lose recent commits.
+    Off,
+    /// With WAL, a power loss can lose the last commits but never corrupts
+    /// (the default).
+    Normal,
+    /// Sync on every commit.
+    Full,
+    /// Like full, and also sync the directory.
+    Extra,
+}
+
+impl JournalMode {
+    pub(crate) fn pragma(self) -> &'static str {
+        match self {
+            JournalMode::Wal => "wal",
+            JournalMode::Delete => "delete",
+        }
+    }
+}
+
+impl Synchronous {
+    pub(crate) fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Off => "off",
+            Synchronous::Normal => "normal",
+            Synchronous::Full => "full",
+            Synchronous::Extra => "extra",
+        }
+    }
+}
+
+/// What one call may use. Exceeding a limit ends the call with an error and
+/// rolls its unit of work back; the host and other components keep serving.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall-clock time one call may run, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// Linear memory one instance may grow to, in MiB.
+    pub memory_mib: u64,
+    /// Rows one query may return.
+    pub query_rows: u64,
+    /// Bytes (of text and blobs) one query may return.
+    pub query_bytes: u64,
+    /// Characters one SQL statement may have.
+    pub statement_length: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            call_timeout_ms: 5_000,
+            memory_mib: 64,
+            query_rows: 10_000,
+            query_bytes: 16 << 20,
+            statement_length: 100_000,
+        }
+    }
+}
+
+/// The file as written: only the shape, before names and paths are checked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    components: BTreeMap<String, ComponentSpec>,
+}
+
+/// A manifest that could not be read, with where and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error(
+        "cannot read the manifest {path}: {source}\n\
+         Pass --manifest PATH, or run moat in the directory that holds {FILE_NAME}."
+    )]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid manifest:\n{message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Manifest {
+    /// Reads and checks the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses manifest text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |message: String| ManifestError::Invalid { path: path.to_path_buf(), message };
+        if raw.components.is_empty() {
+            return Err(invalid(
+                "no components: add a [components.NAME] table with the path of its .wasm file".into(),
+            ));
+        }
+        for (name, spec) in &raw.components {
+            if let Err(why) = check_name(name) {
+                return Err(invalid(format!("[components.{name}]: {why}")));
+            }
+            if spec.path.as_os_str().is_empty() {
+                return Err(invalid(format!("[components.{name}] path: must not be empty")));
+            }
+            if spec.limits.call_timeout_ms == 0 || spec.limits.memory_mib == 0 {
+                return Err(invalid(format!(
+                    "[components.{name}.limits]: call_timeout_ms and memory_mib must be above 0"
+                )));
+            }
+        }
+        Ok(Manifest { path: path.to_path_buf(), components: raw.components })
+    }
+
+    /// The directory relative paths in the manifest start from.
+    pub fn root(&self) -> &Path {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    }
+
+    /// Where a component's `.wasm` file is.
+    pub fn wasm_path(&self, spec: &ComponentSpec) -> PathBuf {
+        self.root().join(&spec.path)
+    }
+}
+
+/// Component names become file names and appear in logs: lowercase letters,
+/// digits and single dashes, starting with a letter.
+fn check_name(name: &str) -> Result<(), NameError> {
+    let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+        && name.len() <= 64;
+    if ok { Ok(()) } else { Err(NameError) }
+}
+
+struct NameError;
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "a component name is 1 to 64 lowercase letters, digits and single dashes, \
+             starting with a letter (like `product` or `order-v2`)",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, String> {
+        Manifest::parse(Path::new("app/moat.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_components_with_defaults() {
+        let m = parse("[components.product]\npath = \"p.wasm\"\n").unwrap();
+        let spec = &m.components["product"];
+        assert_eq!(m.wasm_path(spec), Path::new("app/p.wasm"));
+        assert_eq!(spec.sqlite.synchronous, Synchronous::Normal);
+        assert_eq!(spec.limits.call_timeout_ms, 5_000);
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let err = parse("[components.product]\npath = \"p.wasm\"\npaht = \"x\"\n").unwrap_err();
+        assert!(err.contains("app/moat.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("unknown field `paht`"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_component_is_refused() {
+        let err = parse("[components.a]\npath = \"a.wasm\"\n[components.a]\npath = \"b.wasm\"\n")
+            .unwrap_err();
+        assert!(err.contains("duplicate key"), "{err}");
+    }
+
+    #[test]
+    fn bad_names_and_empty_apps_are_refused() {
+        assert!(parse("[components.Product]\npath = \"p.wasm\"\n").unwrap_err().contains("lowercase"));
+        assert!(parse("").unwrap_err().contains("no components"));
+        assert!(parse("[components.p]\n").unwrap_err().contains("missing field `path`"));
+    }
+}

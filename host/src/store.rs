@@ -1,0 +1,356 @@
+//! Capability: `moat:platform/store`, a component's own SQLite database.
+//!
+//! Each component gets one [`Db`]: one connection to one file, which nothing
+//! else in the host hands to any other component. On top of that, a SQLite
+//! authorizer checks every statement the component prepares, so that its SQL
+//! reaches only its own tables:
+//!
+//! - `ATTACH`/`DETACH` are refused (and `SQLITE_LIMIT_ATTACHED` is 0), so no
+//!   other file can be opened, `VACUUM INTO` included;
+//! - transaction control is refused: the host owns the unit of work;
+//! - PRAGMAs are refused except read-only introspection of the component's
+//!   own tables;
+//! - the host-reserved `_moat_*` tables and writes to `sqlite_*` are refused;
+//! - `load_extension` is refused (and extension loading is off).
+//!
+//! A refusal is `error::denied` with the reason, never a trap. The host's own
+//! statements (its bookkeeping tables) run with the sandbox lifted; that is
+//! the only difference between host and guest SQL.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql};
+
+use crate::manifest::{Limits, SqliteSettings};
+
+use crate::platform::moat::platform::store::{self, Error, Rows, Value};
+
+/// Prefix of the tables the host keeps in every component database.
+pub const RESERVED_PREFIX: &str = "_moat_";
+
+/// PRAGMAs a component may run: they only read the layout of its own tables.
+const READ_ONLY_PRAGMAS: &[&str] =
+    &["table_info", "table_xinfo", "index_info", "index_xinfo", "index_list", "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check"];
+
+/// One component's database: a connection, the sandbox around it, and the
+/// state of the current unit of work.
+pub struct Db {
+    conn: Connection,
+    /// While set, statements are the host's own and the sandbox is lifted.
+    host_mode: Arc<AtomicBool>,
+    /// Why the authorizer last refused something, to put in the error.
+    denial: Arc<Mutex<Option<String>>>,
+    /// Whether a transaction is open (they are opened lazily, on first use).
+    in_tx: bool,
+    max_rows: u64,
+    max_bytes: u64,
+    max_statement: u32,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path` with the given
+    /// settings, installs the sandbox, and creates the host's own tables.
+    pub fn open(path: &Path, settings: &SqliteSettings, limits: &Limits) -> Result<Db> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_EXRESCODE;
+        let mut conn = Connection::open_with_flags(path, flags)
+            .with_context(|| format!("opening the database {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", settings.journal_mode.pragma())?;
+        conn.pragma_update(None, "synchronous", settings.synchronous.pragma())?;
+        conn.pragma_update(None, "foreign_keys", "on")?;
+        conn.set_prepared_statement_cache_capacity(128);
+        conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, limits.statement_length.max(4096) as i32)?;
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {RESERVED_PREFIX}meta (key TEXT PRIMARY KEY, value ANY) STRICT"
+        ))?;
+
+        let host_mode = Arc::new(AtomicBool::new(false));
+        let denial = Arc::new(Mutex::new(None));
+        let (mode, why) = (host_mode.clone(), denial.clone());
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            if mode.load(Ordering::Relaxed) {
+                return Authorization::Allow;
+            }
+            match authorize(&ctx) {
+                Ok(()) => Authorization::Allow,
+                Err(reason) => {
+                    *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                    Authorization::Deny
+                }
+            }
+        }))?;
+        Ok(Db {
+            conn,
+            host_mode,
+            denial,
+            in_tx: false,
+            max_rows: limits.query_rows,
+            max_bytes: limits.query_bytes,
+            max_statement: limits.statement_length,
+        })
+    }
+
+    /// Runs `f` with the sandbox lifted, for the host's own bookkeeping, inside
+    /// the current unit of work (opening it if needed).
+    pub fn host<R>(&mut self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R> {
+        self.begin()?;
+        Ok(self.as_host(f)?)
+    }
+
+    /// Opens the unit of work's transaction if it is not open yet.
+    fn begin(&mut self) -> rusqlite::Result<()> {
+        if !self.in_tx {
+            self.as_host(|c| c.execute_batch("BEGIN"))?;
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with the sandbox lifted.
+    fn as_host<R>(&self, f: impl FnOnce(&Connection) -> R) -> R {
+        self.host_mode.store(true, Ordering::Relaxed);
+        let result = f(&self.conn);
+        self.host_mode.store(false, Ordering::Relaxed);
+        result
+    }
+
+    /// Commits the unit of work, if it touched the database.
+    pub fn commit(&mut self) -> Result<()> {
+        if self.in_tx {
+            self.in_tx = false;
+            if let Err(e) = self.as_host(|c| c.execute_batch("COMMIT")) {
+                // A failed COMMIT can leave the transaction open: end it.
+                let _ = self.as_host(|c| c.execute_batch("ROLLBACK"));
+                return Err(e).context("committing the unit of work");
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls the unit of work back, if it touched the database.
+    pub fn rollback(&mut self) {
+        if self.in_tx {
+            self.in_tx = false;
+            if let Err(e) = self.as_host(|c| c.execute_batch("ROLLBACK")) {
+                tracing::error!("rolling back a unit of work failed: {e}");
+            }
+        }
+    }
+
+    /// Reads the schema version the component's `migrate` last returned.
+    pub fn schema_version(&mut self) -> Result<u32> {
+        self.host(|c| {
+            c.query_row(&format!("SELECT value FROM {RESERVED_PREFIX}meta WHERE key = 'schema_version'"), [], |r| r.get(0))
+                .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(0) } else { Err(e) })
+        })
+    }
+
+    /// Records the schema version, in the current unit of work.
+    pub fn set_schema_version(&mut self, version: u32) -> Result<()> {
+        self.host(|c| {
+            c.execute(
+                &format!("INSERT INTO {RESERVED_PREFIX}meta (key, value) VALUES ('schema_version', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1"),
+                [version],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn guest_statement(&mut self, sql: &str) -> Result<rusqlite::CachedStatement<'_>, Error> {
+        if sql.len() > self.max_statement as usize {
+            return Err(Error::Limit(format!(
+                "the statement is {} bytes long; the limit is {} (limits.statement_length)",
+                sql.len(),
+                self.max_statement
+            )));
+        }
+        self.begin().map_err(|e| Error::Other(format!("opening the unit of work: {e}")))?;
+        self.denial.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match self.conn.prepare_cached(sql) {
+            Ok(stmt) => Ok(stmt),
+            Err(e) => {
+                let denial = self.denial.lock().unwrap_or_else(|p| p.into_inner()).take();
+                Err(classify(e, denial))
+            }
+        }
+    }
+}
+
+impl store::Host for Db {
+    fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, Error> {
+        let mut stmt = self.guest_statement(&sql)?;
+        if stmt.column_count() > 0 {
+            return Err(Error::Invalid("this statement returns rows: run it with `query`".into()));
+        }
+        let changed = stmt.execute(rusqlite::params_from_iter(params.iter().map(Param))).map_err(|e| classify(e, None))?;
+        Ok(changed as u64)
+    }
+
+    fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, Error> {
+        let (max_rows, max_bytes) = (self.max_rows, self.max_bytes);
+        let mut stmt = self.guest_statement(&sql)?;
+        let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+        let width = columns.len();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(Param))).map_err(|e| classify(e, None))?;
+        let (mut out, mut bytes) = (Vec::new(), 0u64);
+        while let Some(row) = rows.next().map_err(|e| classify(e, None))? {
+            if out.len() as u64 >= max_rows {
+                return Err(Error::Limit(format!(
+                    "the query returns more than {max_rows} rows (limits.query_rows): page through it with LIMIT"
+                )));
+            }
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                let value = row.get_ref(i).map_err(|e| classify(e, None))?;
+                bytes += match value {
+                    ValueRef::Text(t) | ValueRef::Blob(t) => t.len() as u64,
+                    _ => 8,
+                };
+                values.push(to_value(value));
+            }
+            if bytes > max_bytes {
+                return Err(Error::Limit(format!(
+                    "the query returns more than {max_bytes} bytes (limits.query_bytes): select fewer columns or page with LIMIT"
+                )));
+            }
+            out.push(values);
+        }
+        Ok(Rows { columns, rows: out })
+    }
+}
+
+/// The sandbox's rule, one action at a time. `Err` carries the reason.
+fn authorize(ctx: &AuthContext<'_>) -> Result<(), String> {
+    if let Some(db) = ctx.database_name {
+        if db != "main" && db != "temp" {
+            return Err(format!("database `{db}` is not this component's"));
+        }
+    }
+    let reserved = |table: &str| {
+        let t = table.to_ascii_lowercase();
+        t.starts_with(RESERVED_PREFIX)
+    };
+    // DDL writes the schema table itself; that is the only way a component
+    // reaches it, as `PRAGMA writable_schema` is refused. Every other
+    // `sqlite_*` table (`sqlite_sequence`, the `ANALYZE` statistics) is
+    // SQLite's own bookkeeping and stays out of reach.
+    let internal = |table: &str| {
+        let t = table.to_ascii_lowercase();
+        t.starts_with("sqlite_") && !matches!(t.as_str(), "sqlite_master" | "sqlite_schema" | "sqlite_temp_master" | "sqlite_temp_schema")
+    };
+    match ctx.action {
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => {
+            Err("ATTACH and DETACH are refused: a component reaches only its own database".into())
+        }
+        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => Err(
+            "transaction control is refused: every call is already one unit of work that the host commits or rolls back"
+                .into(),
+        ),
+        AuthAction::Pragma { pragma_name, .. } => {
+            if READ_ONLY_PRAGMAS.contains(&pragma_name.to_ascii_lowercase().as_str()) {
+                Ok(())
+            } else {
+                Err(format!("PRAGMA {pragma_name} is refused: the host owns the database's settings"))
+            }
+        }
+        AuthAction::Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
+            Err("load_extension is refused: components cannot load native code".into())
+        }
+        AuthAction::CreateVtable { .. } | AuthAction::DropVtable { .. } => {
+            Err("virtual tables are refused".into())
+        }
+        AuthAction::Read { table_name, .. } if reserved(table_name) => {
+            Err(format!("table {table_name} is reserved for the host"))
+        }
+        AuthAction::Read { .. } => Ok(()),
+        AuthAction::Insert { table_name }
+        | AuthAction::Delete { table_name }
+        | AuthAction::Update { table_name, .. }
+        | AuthAction::CreateTable { table_name }
+        | AuthAction::CreateTempTable { table_name }
+        | AuthAction::DropTable { table_name }
+        | AuthAction::DropTempTable { table_name }
+        | AuthAction::AlterTable { table_name, .. }
+        | AuthAction::Analyze { table_name }
+        | AuthAction::CreateIndex { table_name, .. }
+        | AuthAction::CreateTempIndex { table_name, .. }
+        | AuthAction::DropIndex { table_name, .. }
+        | AuthAction::DropTempIndex { table_name, .. }
+        | AuthAction::CreateTrigger { table_name, .. }
+        | AuthAction::CreateTempTrigger { table_name, .. }
+        | AuthAction::DropTrigger { table_name, .. }
+        | AuthAction::DropTempTrigger { table_name, .. } => {
+            if reserved(table_name) {
+                Err(format!("table {table_name} is reserved for the host"))
+            } else if internal(table_name) {
+                Err(format!("table {table_name} belongs to SQLite and cannot be changed"))
+            } else {
+                Ok(())
+            }
+        }
+        AuthAction::Unknown { code, .. } => Err(format!("SQLite action {code} is not allowed")),
+        _ => Ok(()),
+    }
+}
+
+/// Turns a rusqlite error into the WIT error the component can act on.
+fn classify(e: rusqlite::Error, denial: Option<String>) -> Error {
+    use rusqlite::ErrorCode;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg) => {
+            let text = msg.clone().unwrap_or_else(|| f.to_string());
+            match f.code {
+                ErrorCode::AuthorizationForStatementDenied => Error::Denied(denial.unwrap_or(text)),
+                ErrorCode::ConstraintViolation => Error::Constraint(text),
+                ErrorCode::TooBig => Error::Limit(text),
+                ErrorCode::Unknown | ErrorCode::ApiMisuse | ErrorCode::ParameterOutOfRange => Error::Invalid(text),
+                _ => Error::Other(text),
+            }
+        }
+        rusqlite::Error::MultipleStatement => {
+            Error::Invalid("more than one statement: run one statement per call".into())
+        }
+        rusqlite::Error::InvalidParameterCount(given, wanted) => {
+            Error::Invalid(format!("the statement has {wanted} parameters but {given} were given"))
+        }
+        rusqlite::Error::ExecuteReturnedResults => {
+            Error::Invalid("this statement returns rows: run it with `query`".into())
+        }
+        _ => Error::Other(e.to_string()),
+    }
+}
+
+/// A WIT value bound as a statement parameter.
+struct Param<'a>(&'a Value);
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Value::Null => ValueRef::Null,
+            Value::Integer(n) => ValueRef::Integer(*n),
+            Value::Real(f) => ValueRef::Real(*f),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+fn to_value(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(n) => Value::Integer(n),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
