@@ -123,52 +123,10 @@ impl Plan {
     /// or `shop:product/catalog@1.0.0#get-product`.
     pub fn function(&self, component: &str, name: &str) -> Result<FunctionRef> {
         let Some(part) = self.parts.iter().find(|p| p.name == component) else {
-            let names: Vec<&str> = self.parts.iter().map(|p| p.name.as_str()).collect();
+            let names: Vec<&str> = self.manifest.components.keys().map(String::as_str).collect();
             bail!("no component `{component}` in {}; it has: {}", self.manifest.path.display(), names.join(", "));
         };
-        let (iface, func) = match name.rsplit_once('#').or_else(|| name.rsplit_once('.')) {
-            Some((i, f)) => (Some(i), f),
-            None => (None, name),
-        };
-        let mut found = Vec::new();
-        for export in &part.contract.exports {
-            let matches_iface = match iface {
-                Some(i) => export.name == i || export.id.interface == i || export.id.unversioned() == i,
-                // Unqualified names search the component's own contracts,
-                // not what the platform asks of it (`migrate`).
-                None => export.id.package != "moat:platform",
-            };
-            if matches_iface {
-                if let Some(f) = export.func(func) {
-                    found.push(FunctionRef {
-                        component: component.to_string(),
-                        export: export.name.clone(),
-                        func: f.name.clone(),
-                        ty: f.ty.clone(),
-                    });
-                }
-            }
-        }
-        match found.len() {
-            1 => Ok(found.remove(0)),
-            0 => bail!("component `{component}` has no function `{name}`; it exports:\n{}", self.listing(part)),
-            _ => {
-                let names: Vec<String> = found.iter().map(|f| format!("{}#{}", f.export, f.func)).collect();
-                bail!("`{name}` is ambiguous in `{component}`; name one of: {}", names.join(", "))
-            }
-        }
-    }
-
-    /// Every exported function of a component, one per line, with its signature.
-    pub fn listing(&self, part: &Part) -> String {
-        let mut lines = Vec::new();
-        for export in &part.contract.exports {
-            for f in &export.funcs {
-                let prefix = if export.name.is_empty() { String::new() } else { format!("{}.", export.id.interface) };
-                lines.push(format!("  {prefix}{}", contract::signature(&f.name, &f.ty)));
-            }
-        }
-        lines.join("\n")
+        find_function(component, &part.contract, name)
     }
 
     /// Locks `data_dir`, opens every component's database there and starts
@@ -211,6 +169,23 @@ impl App {
         component.call(&f.export, &f.func, params)
     }
 
+    /// Finds the function a user named, as [`Plan::function`] does.
+    pub fn function(&self, component: &str, name: &str) -> Result<FunctionRef> {
+        let Some(c) = self.components.get(component) else {
+            let names: Vec<&str> = self.components.keys().map(String::as_str).collect();
+            bail!("no component `{component}` in {}; it has: {}", self.manifest.path.display(), names.join(", "));
+        };
+        find_function(component, &c.version().contract, name)
+    }
+
+    /// Calls a function written in WAVE, `get-product("PROD001")`.
+    pub fn call_wave(&self, component: &str, call: &str) -> Result<Vec<Val>> {
+        let (name, args) = crate::values::split_call(call)?;
+        let f = self.function(component, name)?;
+        let params = crate::values::parse_args(name, args, &f.ty)?;
+        Ok(self.call(&f, &params)?)
+    }
+
     /// A component by name.
     pub fn component(&self, name: &str) -> Option<&Arc<Component>> {
         self.components.get(name)
@@ -225,6 +200,51 @@ impl App {
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
+}
+
+/// Finds an exported function by the name a user gave it.
+fn find_function(component: &str, contract: &Contract, name: &str) -> Result<FunctionRef> {
+    let (iface, func) = match name.rsplit_once('#').or_else(|| name.rsplit_once('.')) {
+        Some((i, f)) => (Some(i), f),
+        None => (None, name),
+    };
+    let mut found = Vec::new();
+    for export in &contract.exports {
+        let matches_iface = match iface {
+            Some(i) => export.name == i || export.id.interface == i || export.id.unversioned() == i,
+            // Unqualified names search the component's own contracts, not
+            // what the platform asks of it (`migrate`).
+            None => export.id.package != "moat:platform",
+        };
+        if let Some(f) = export.func(func).filter(|_| matches_iface) {
+            found.push(FunctionRef {
+                component: component.to_string(),
+                export: export.name.clone(),
+                func: f.name.clone(),
+                ty: f.ty.clone(),
+            });
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => bail!("component `{component}` has no function `{name}`; it exports:\n{}", listing(contract)),
+        _ => {
+            let names: Vec<String> = found.iter().map(|f| format!("{}#{}", f.export, f.func)).collect();
+            bail!("`{name}` is ambiguous in `{component}`; name one of: {}", names.join(", "))
+        }
+    }
+}
+
+/// Every exported function, one per line, with its signature.
+fn listing(contract: &Contract) -> String {
+    let mut lines = Vec::new();
+    for export in &contract.exports {
+        for f in &export.funcs {
+            let prefix = if export.name.is_empty() { String::new() } else { format!("{}.", export.id.interface) };
+            lines.push(format!("  {prefix}{}", contract::signature(&f.name, &f.ty)));
+        }
+    }
+    lines.join("\n")
 }
 
 /// Orders components so that every provider starts before its callers, or

@@ -162,45 +162,54 @@ fn interface(engine: &Engine, name: &str, item: &ComponentItem) -> Option<Interf
     Some(Interface { name: name.to_string(), id: InterfaceId::parse(name), funcs })
 }
 
-/// Checks that `provided` can stand in for `wanted`: the same parameters and
-/// results, type for type. Returns what differs, in words.
+/// Checks that a provider's function can serve a caller that imports
+/// `wanted`: every argument the caller sends is one the provider accepts,
+/// and every result the provider returns is one the caller accepts. So a
+/// newer provider may add cases to the variants it takes, never to those it
+/// returns. Returns what does not fit, in words.
 pub fn func_fits(wanted: &ComponentFunc, provided: &ComponentFunc) -> Result<(), String> {
     let (wp, pp): (Vec<_>, Vec<_>) = (wanted.params().collect(), provided.params().collect());
     if wp.len() != pp.len() {
         return Err(format!("takes {} parameters where {} are expected", pp.len(), wp.len()));
     }
     for ((wn, wt), (_, pt)) in wp.iter().zip(&pp) {
-        type_fits(wt, pt).map_err(|d| format!("parameter `{wn}`: {d}"))?;
+        accepts(pt, wt).map_err(|d| format!("parameter `{wn}`: {d}"))?;
     }
     let (wr, pr): (Vec<_>, Vec<_>) = (wanted.results().collect(), provided.results().collect());
     if wr.len() != pr.len() {
         return Err(format!("returns {} results where {} are expected", pr.len(), wr.len()));
     }
     for (w, p) in wr.iter().zip(&pr) {
-        type_fits(w, p).map_err(|d| format!("result: {d}"))?;
+        accepts(w, p).map_err(|d| format!("result: {d}"))?;
     }
     Ok(())
 }
 
-/// Checks that two types are the same shape (names of fields, cases, enum
-/// and flag members included), and says where they first differ.
-pub fn type_fits(wanted: &Type, provided: &Type) -> Result<(), String> {
-    let mismatch = || Err(format!("expected {}, found {}", describe(wanted), describe(provided)));
-    match (wanted, provided) {
-        (Type::List(a), Type::List(b)) => type_fits(&a.ty(), &b.ty()).map_err(|d| format!("list element: {d}")),
-        (Type::Option(a), Type::Option(b)) => type_fits(&a.ty(), &b.ty()).map_err(|d| format!("option: {d}")),
+/// Checks that every value of type `sent` is a value the `receiver` type can
+/// take: the same shape, where the receiver may know more variant and enum
+/// cases and flags than the sender uses (values cross by case name, so the
+/// order of cases does not matter). Says where the first difference is.
+pub fn accepts(receiver: &Type, sent: &Type) -> Result<(), String> {
+    let mismatch = || Err(format!("expected {}, found {}", describe(receiver), describe(sent)));
+    match (receiver, sent) {
+        (Type::List(a), Type::List(b)) => accepts(&a.ty(), &b.ty()).map_err(|d| format!("list element: {d}")),
+        (Type::Option(a), Type::Option(b)) => accepts(&a.ty(), &b.ty()).map_err(|d| format!("option: {d}")),
         (Type::Result(a), Type::Result(b)) => {
-            opt_fits(a.ok(), b.ok()).map_err(|d| format!("result ok: {d}"))?;
-            opt_fits(a.err(), b.err()).map_err(|d| format!("result err: {d}"))
+            opt_accepts(a.ok(), b.ok()).map_err(|d| format!("result ok: {d}"))?;
+            opt_accepts(a.err(), b.err()).map_err(|d| format!("result err: {d}"))
         }
         (Type::Record(a), Type::Record(b)) => {
             let (af, bf): (Vec<_>, Vec<_>) = (a.fields().collect(), b.fields().collect());
             let names = |f: &[types::Field<'_>]| f.iter().map(|f| f.name.to_string()).collect::<Vec<_>>();
             if names(&af) != names(&bf) {
-                return mismatch();
+                return Err(format!(
+                    "record fields differ: expected ({}), found ({})",
+                    names(&af).join(", "),
+                    names(&bf).join(", ")
+                ));
             }
             for (x, y) in af.iter().zip(&bf) {
-                type_fits(&x.ty, &y.ty).map_err(|d| format!("field `{}`: {d}", x.name))?;
+                accepts(&x.ty, &y.ty).map_err(|d| format!("field `{}`: {d}", x.name))?;
             }
             Ok(())
         }
@@ -210,53 +219,41 @@ pub fn type_fits(wanted: &Type, provided: &Type) -> Result<(), String> {
                 return mismatch();
             }
             for (i, (x, y)) in at.iter().zip(&bt).enumerate() {
-                type_fits(x, y).map_err(|d| format!("tuple element {i}: {d}"))?;
+                accepts(x, y).map_err(|d| format!("tuple element {i}: {d}"))?;
             }
             Ok(())
         }
         (Type::Variant(a), Type::Variant(b)) => {
-            let (ac, bc): (Vec<_>, Vec<_>) = (a.cases().collect(), b.cases().collect());
-            let names = |c: &[types::Case<'_>]| c.iter().map(|c| c.name.to_string()).collect::<Vec<_>>();
-            if names(&ac) != names(&bc) {
-                return Err(format!(
-                    "variant cases differ: expected ({}), found ({})",
-                    names(&ac).join(", "),
-                    names(&bc).join(", ")
-                ));
-            }
-            for (x, y) in ac.iter().zip(&bc) {
-                opt_fits(x.ty.clone(), y.ty.clone()).map_err(|d| format!("case `{}`: {d}", x.name))?;
+            for case in b.cases() {
+                let Some(known) = a.cases().find(|c| c.name == case.name) else {
+                    return Err(format!("variant case `{}` is not known to the receiver", case.name));
+                };
+                opt_accepts(known.ty, case.ty).map_err(|d| format!("case `{}`: {d}", case.name))?;
             }
             Ok(())
         }
-        (Type::Enum(a), Type::Enum(b)) => {
-            let (an, bn): (Vec<_>, Vec<_>) = (a.names().collect(), b.names().collect());
-            if an != bn {
-                return Err(format!("enum cases differ: expected ({}), found ({})", an.join(", "), bn.join(", ")));
-            }
-            Ok(())
-        }
-        (Type::Flags(a), Type::Flags(b)) => {
-            let (an, bn): (Vec<_>, Vec<_>) = (a.names().collect(), b.names().collect());
-            if an != bn {
-                return Err(format!("flags differ: expected ({}), found ({})", an.join(", "), bn.join(", ")));
-            }
-            Ok(())
-        }
+        (Type::Enum(a), Type::Enum(b)) => match b.names().find(|n| !a.names().any(|m| m == *n)) {
+            Some(n) => Err(format!("enum case `{n}` is not known to the receiver")),
+            None => Ok(()),
+        },
+        (Type::Flags(a), Type::Flags(b)) => match b.names().find(|n| !a.names().any(|m| m == *n)) {
+            Some(n) => Err(format!("flag `{n}` is not known to the receiver")),
+            None => Ok(()),
+        },
         (Type::Own(_), _) | (Type::Borrow(_), _) | (Type::Future(_), _) | (Type::Stream(_), _) => {
-            Err(format!("{} cannot cross between components through moat", describe(wanted)))
+            Err(format!("{} cannot cross between components through moat", describe(receiver)))
         }
         (a, b) if std::mem::discriminant(a) == std::mem::discriminant(b) && is_primitive(a) => Ok(()),
         _ => mismatch(),
     }
 }
 
-fn opt_fits(wanted: Option<Type>, provided: Option<Type>) -> Result<(), String> {
-    match (wanted, provided) {
+fn opt_accepts(receiver: Option<Type>, sent: Option<Type>) -> Result<(), String> {
+    match (receiver, sent) {
         (None, None) => Ok(()),
-        (Some(w), Some(p)) => type_fits(&w, &p),
-        (Some(w), None) => Err(format!("expected {}, found no payload", describe(&w))),
-        (None, Some(p)) => Err(format!("expected no payload, found {}", describe(&p))),
+        (Some(r), Some(s)) => accepts(&r, &s),
+        (Some(r), None) => Err(format!("expected {}, found no payload", describe(&r))),
+        (None, Some(s)) => Err(format!("expected no payload, found {}", describe(&s))),
     }
 }
 

@@ -46,6 +46,32 @@ pub struct ComponentSpec {
     /// Limits on what one call may use.
     #[serde(default)]
     pub limits: Limits,
+    /// How the component's events are kept, and how events are delivered to it.
+    #[serde(default)]
+    pub events: EventSettings,
+}
+
+/// Event settings of one component: for the events it publishes (retention)
+/// and the events it handles (batching, retries).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventSettings {
+    /// How long published events are kept after every subscriber has them,
+    /// for `moat replay`, in seconds.
+    pub retention_secs: u64,
+    /// Attempts at handling one event before it goes to the dead letters.
+    pub max_attempts: u32,
+    /// Wait before the first retry, in milliseconds; it doubles with each
+    /// attempt, up to a minute.
+    pub retry_backoff_ms: u64,
+    /// Events applied in one transaction, at most.
+    pub batch: u32,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self { retention_secs: 7 * 24 * 3600, max_attempts: 5, retry_backoff_ms: 50, batch: 1000 }
+    }
 }
 
 /// SQLite settings for one component's database.
@@ -124,6 +150,8 @@ pub struct Limits {
     pub query_bytes: u64,
     /// Characters one SQL statement may have.
     pub statement_length: u32,
+    /// Events one unit of work may publish.
+    pub events_per_call: u32,
 }
 
 impl Default for Limits {
@@ -134,6 +162,7 @@ impl Default for Limits {
             query_rows: 10_000,
             query_bytes: 16 << 20,
             statement_length: 100_000,
+            events_per_call: 10_000,
         }
     }
 }
@@ -192,6 +221,9 @@ impl Manifest {
                     "[components.{name}.limits]: call_timeout_ms and memory_mib must be above 0"
                 )));
             }
+            if spec.events.max_attempts == 0 || spec.events.batch == 0 {
+                return Err(invalid(format!("[components.{name}.events]: max_attempts and batch must be above 0")));
+            }
         }
         Ok(Manifest { path: path.to_path_buf(), components: raw.components })
     }
@@ -206,7 +238,10 @@ impl Manifest {
 
     /// Where a component's `.wasm` file is.
     pub fn wasm_path(&self, spec: &ComponentSpec) -> PathBuf {
-        self.root().join(&spec.path)
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.join(&spec.path),
+            _ => spec.path.clone(),
+        }
     }
 }
 

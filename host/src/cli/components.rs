@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::{Context, Exit, shown};
 use crate::contract::signature;
+use crate::linker::Grants;
 
 #[derive(clap::Args)]
 pub struct Args {}
@@ -47,12 +48,28 @@ pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
             }
         }
         println!("  imports");
-        for (name, grant) in &imports {
-            println!("    {name}  ({grant})");
+        for (package, interfaces, grant) in grouped(&part.grants) {
+            println!("    {package}  {{{}}}  ({grant})", interfaces.join(", "));
         }
     }
     if ctx.json {
         println!("{}", serde_json::Value::Array(listed));
     }
     Ok(Exit::Ok)
+}
+
+/// Imports grouped by package, version and grant, for reading:
+/// `wasi:cli@0.2.6 {environment, exit, stdin}`.
+fn grouped(grants: &Grants) -> Vec<(String, Vec<String>, String)> {
+    let mut groups: Vec<(String, Vec<String>, String)> = Vec::new();
+    for (import, grant) in grants {
+        let version = import.id.version.as_ref().map(|v| format!("@{v}")).unwrap_or_default();
+        let package = format!("{}{version}", import.id.package);
+        let grant = grant.describe();
+        match groups.iter_mut().find(|(p, _, g)| *p == package && *g == grant) {
+            Some((_, interfaces, _)) => interfaces.push(import.id.interface.clone()),
+            None => groups.push((package, vec![import.id.interface.clone()], grant)),
+        }
+    }
+    groups
 }

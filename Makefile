@@ -1,0 +1,63 @@
+# moat: build the components and the host, run the demo, run the tests.
+#
+#   make run     build what is missing, then run the shop demo on a clean data directory
+#   make test    build the components (test ones too) and run every test
+#   make build   target/release/moat and the shop components where moat.toml expects them
+
+CARGO  ?= cargo
+GUESTS := target/wasm32-wasip2/guest
+MOAT   := target/release/moat
+DEMO   := target/demo
+
+# Components of the shop, and test-only components loaded by tests/.
+COMPONENTS      := product order
+TEST_COMPONENTS := probe stray
+
+GUEST_BUILD = $(CARGO) build --profile guest --target wasm32-wasip2
+
+.PHONY: build run test components test-components host wasm-target clean
+
+build: components host
+
+wasm-target:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+components: wasm-target
+	$(GUEST_BUILD) $(addprefix -p ,$(COMPONENTS))
+
+test-components: wasm-target
+	$(GUEST_BUILD) $(addprefix -p ,$(COMPONENTS) $(TEST_COMPONENTS))
+
+host:
+	$(CARGO) build --release -p moat
+
+test: test-components
+	$(CARGO) test -p moat
+
+clean:
+	$(CARGO) clean
+
+# The demo: every step is a plain `moat call`, printed before it runs.
+MOAT_DEMO = $(MOAT) --data $(DEMO)
+
+run: build
+	@rm -rf $(DEMO)
+	@echo
+	@echo "== product owns the catalog. Create two products (prices in cents: 2599 is 25.99)."
+	$(MOAT_DEMO) call product 'create-product({product-id: "PROD001", name: "Wireless Mouse", price: 2599, stock: 150})'
+	$(MOAT_DEMO) call product 'create-product({product-id: "PROD005", name: "Mechanical Keyboard", price: 7999, stock: 40})'
+	@echo
+	@echo "== order owns orders. Place ORD12345 for CUST987; order asks product for names and prices"
+	@echo "   through the host and keeps its own copy in each item."
+	$(MOAT_DEMO) call order 'place-order("ORD12345", "CUST987", [{product-id: "PROD001", quantity: 2}, {product-id: "PROD005", quantity: 1}])'
+	@echo
+	@echo "== The order, read back from order's own database:"
+	$(MOAT_DEMO) call order 'get-order("ORD12345")'
+	@$(MOAT_DEMO) call order 'get-order("ORD12345")' \
+	  | grep -o 'product-id: "[^"]*", quantity: [0-9]*, product-name: "[^"]*", unit-price: [0-9]*' \
+	  | sed -E 's/product-id: "([^"]*)", quantity: ([0-9]*), product-name: "([^"]*)", unit-price: ([0-9]*)/\2 \3 \1 \4/' \
+	  | awk '{ price = $$NF; id = $$(NF-1); qty = $$1; $$1 = ""; $$NF = ""; $$(NF-1) = ""; sub(/^ +/, ""); sub(/ +$$/, ""); \
+	           printf "   %s x %-22s (%s) at %d.%02d\n", qty, $$0, id, price / 100, price % 100 }'
+	@echo
+	@echo "== Each component wrote only its own database:"
+	@ls -1 $(DEMO)/*.db

@@ -1,0 +1,171 @@
+//! Helpers shared by the integration tests: a throwaway app directory with a
+//! manifest, the `moat` binary, the library, and a look inside the databases.
+
+#![allow(dead_code, reason = "each test module uses a different subset")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use moat::{App, Manifest, Plan, Runtime};
+use tempfile::TempDir;
+
+/// The workspace's target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// A built component, by crate name. Components are built by `make`, not by
+/// the tests, so a missing one says how to build it.
+pub fn guest(name: &str) -> PathBuf {
+    let path = target_dir().join("wasm32-wasip2/guest").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run `make test-components` (or `make test`)", path.display());
+    path.canonicalize().unwrap()
+}
+
+/// The compile cache the tests share, so each component compiles once per run.
+pub fn cache_dir() -> PathBuf {
+    target_dir().join("moat-test-cache")
+}
+
+/// A throwaway app: a directory with a `moat.toml` and a data directory.
+pub struct TestApp {
+    pub dir: TempDir,
+}
+
+impl TestApp {
+    /// An app of the given components: `(name, crate)` pairs.
+    pub fn new(components: &[(&str, &str)]) -> TestApp {
+        let mut toml = String::new();
+        for (name, krate) in components {
+            toml.push_str(&format!("[components.{name}]\npath = {:?}\n\n", guest(krate)));
+        }
+        TestApp::with_manifest(&toml)
+    }
+
+    /// The shop: product and order.
+    pub fn shop() -> TestApp {
+        TestApp::new(&[("product", "product"), ("order", "order")])
+    }
+
+    /// An app with this manifest text.
+    pub fn with_manifest(toml: &str) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("moat.toml"), toml).unwrap();
+        TestApp { dir }
+    }
+
+    pub fn manifest(&self) -> PathBuf {
+        self.dir.path().join("moat.toml")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs the `moat` binary against this app.
+    pub fn moat(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_moat"));
+        cmd.arg("--manifest").arg(self.manifest()).arg("--data").arg(self.data()).args(args);
+        cmd.env("MOAT_CACHE_DIR", cache_dir()).env_remove("RUST_LOG");
+        Run::from(cmd.output().unwrap())
+    }
+
+    /// `moat call COMPONENT CALL`, which must succeed; returns stdout.
+    pub fn call_ok(&self, component: &str, call: &str) -> String {
+        let run = self.moat(&["call", component, call]);
+        assert_eq!(run.code, 0, "moat call {component} {call}\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
+        run.stdout.trim().to_string()
+    }
+
+    /// Loads the app in-process with the library.
+    pub fn open(&self) -> App {
+        self.plan().open(&self.data()).unwrap()
+    }
+
+    /// Compiles and checks the app without opening its data.
+    pub fn plan(&self) -> Plan {
+        self.try_plan().unwrap()
+    }
+
+    pub fn try_plan(&self) -> anyhow::Result<Plan> {
+        Plan::new(Manifest::load(&self.manifest())?, Runtime::new(Some(cache_dir()))?)
+    }
+
+    /// A read-only connection to a component's database.
+    pub fn db(&self, component: &str) -> rusqlite::Connection {
+        let path = self.data().join(format!("{component}.db"));
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+    }
+
+    /// Whether the data directory has anything in it.
+    pub fn data_is_untouched(&self) -> bool {
+        !self.data().exists() || std::fs::read_dir(self.data()).unwrap().next().is_none()
+    }
+}
+
+/// What a run of `moat` did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Calls a function written in WAVE and returns the result in WAVE.
+pub fn call(app: &App, component: &str, wave: &str) -> anyhow::Result<String> {
+    let results = app.call_wave(component, wave)?;
+    Ok(results.first().map(moat::values::to_wave).unwrap_or_default())
+}
+
+/// The user tables of a database (SQLite's own left out), sorted.
+pub fn tables(db: &rusqlite::Connection) -> Vec<String> {
+    let mut stmt = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+}
+
+/// The number of rows in a table.
+pub fn count(db: &rusqlite::Connection, table: &str) -> i64 {
+    db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+}
+
+/// Every row of a table as text, for comparing before and after.
+pub fn dump(db: &rusqlite::Connection, table: &str) -> Vec<String> {
+    let mut stmt = db.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        Ok((0..n).map(|i| show(r.get_ref(i).unwrap())).collect::<Vec<_>>().join("|"))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+fn show(v: rusqlite::types::ValueRef<'_>) -> String {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => "NULL".into(),
+        ValueRef::Integer(n) => n.to_string(),
+        ValueRef::Real(f) => f.to_string(),
+        ValueRef::Text(t) => format!("{:?}", String::from_utf8_lossy(t)),
+        ValueRef::Blob(b) => format!("blob{b:?}"),
+    }
+}
+
+/// The shop's seed calls, as in the demo.
+pub const PROD001: &str = r#"create-product({product-id: "PROD001", name: "Wireless Mouse", price: 2599, stock: 150})"#;
+pub const PROD005: &str = r#"create-product({product-id: "PROD005", name: "Mechanical Keyboard", price: 7999, stock: 40})"#;
+pub const ORD12345: &str = r#"place-order("ORD12345", "CUST987", [{product-id: "PROD001", quantity: 2}, {product-id: "PROD005", quantity: 1}])"#;

@@ -1,0 +1,55 @@
+//! Test component: does what a test asks, reports what happened.
+
+mod bindings {
+    wit_bindgen::generate!({
+        path: ["../../../wit/moat-platform", "world.wit"],
+        world: "test:probe/prober",
+        with: {
+            "moat:platform/store@0.1.0": moat_sdk::store,
+            "moat:platform/log@0.1.0": moat_sdk::log::raw,
+        },
+        generate_all,
+    });
+}
+
+use bindings::exports::test::probe::probe::Guest;
+use moat_sdk::store::{self, Value};
+
+struct Probe;
+
+bindings::export!(Probe with_types_in bindings);
+
+impl Guest for Probe {
+    fn execute(sql: String) -> Result<u64, String> {
+        store::execute(&sql, &[]).map_err(|e| format!("{e:?}"))
+    }
+
+    fn query(sql: String) -> Result<Vec<Vec<String>>, String> {
+        let rows = store::query(&sql, &[]).map_err(|e| format!("{e:?}"))?;
+        Ok(rows.rows.into_iter().map(|row| row.into_iter().map(text).collect()).collect())
+    }
+
+    fn write_then_trap(sql: String) {
+        store::execute(&sql, &[]).expect("the write itself works");
+        panic!("trapping after the write, as asked");
+    }
+
+    fn write_then_fail(sql: String) -> Result<(), String> {
+        store::execute(&sql, &[]).expect("the write itself works");
+        Err("failing after the write, as asked".into())
+    }
+
+    fn read_file(path: String) -> Result<String, String> {
+        std::fs::read_to_string(&path).map_err(|e| e.to_string())
+    }
+}
+
+fn text(v: Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Integer(n) => n.to_string(),
+        Value::Real(f) => f.to_string(),
+        Value::Text(s) => s,
+        Value::Blob(b) => format!("blob({} bytes)", b.len()),
+    }
+}

@@ -1,0 +1,85 @@
+//! Bad input at the edges: each gets a clear message saying what was wrong
+//! and what to do, exit code 2, and an untouched data directory.
+
+use crate::common::*;
+
+/// Runs `moat call` and checks the failure: exit 2, every `needle` in
+/// stderr, nothing on stdout, no data written.
+fn refused(app: &TestApp, component: &str, call: &str, needles: &[&str]) {
+    let run = app.moat(&["call", component, call]);
+    assert_eq!(run.code, 2, "{call}: stdout {} stderr {}", run.stdout, run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    for needle in needles {
+        assert!(run.stderr.contains(needle), "{call}: expected {needle:?} in:\n{}", run.stderr);
+    }
+    assert!(app.data_is_untouched(), "{call}: the data directory was written");
+}
+
+#[test]
+fn manifest_errors_name_the_file_line_and_field() {
+    let product = guest("product");
+    let app = TestApp::with_manifest(&format!("[components.product]\npath = {product:?}\npaht = \"typo\"\n"));
+    refused(&app, "product", "list-products()", &["moat.toml is not a valid manifest", "line 3", "unknown field `paht`"]);
+
+    let app = TestApp::with_manifest("[components.product\npath = 1\n");
+    refused(&app, "product", "list-products()", &["moat.toml is not a valid manifest", "line 1"]);
+
+    let app = TestApp::with_manifest(&format!("[components.a]\npath = {product:?}\n[components.a]\npath = {product:?}\n"));
+    refused(&app, "a", "list-products()", &["duplicate key"]);
+
+    let app = TestApp::with_manifest("");
+    refused(&app, "a", "list-products()", &["no components"]);
+}
+
+#[test]
+fn a_missing_manifest_says_how_to_point_at_one() {
+    let app = TestApp::shop();
+    std::fs::remove_file(app.manifest()).unwrap();
+    refused(&app, "product", "list-products()", &["cannot read the manifest", "--manifest PATH"]);
+}
+
+#[test]
+fn missing_and_corrupt_component_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = std::fs::read(guest("product")).unwrap();
+    let files = [
+        ("missing.wasm", None, vec!["cannot read the component file", "make build"]),
+        ("empty.wasm", Some(Vec::new()), vec!["is empty"]),
+        ("text.wasm", Some(b"this is not wasm".to_vec()), vec!["is not a WebAssembly component"]),
+        ("truncated.wasm", Some(real[..real.len() / 2].to_vec()), vec!["is not a valid WebAssembly component"]),
+        ("core.wasm", Some(b"\0asm\x01\0\0\0".to_vec()), vec!["is a core WebAssembly module, not a component", "wasm32-wasip2"]),
+    ];
+    for (name, bytes, needles) in files {
+        let path = dir.path().join(name);
+        if let Some(bytes) = bytes {
+            std::fs::write(&path, bytes).unwrap();
+        }
+        let app = TestApp::with_manifest(&format!("[components.product]\npath = {path:?}\n"));
+        let mut needles = needles;
+        needles.push("loading component `product`");
+        refused(&app, "product", "list-products()", &needles);
+    }
+}
+
+#[test]
+fn unknown_components_and_functions_list_what_exists() {
+    let app = TestApp::shop();
+    refused(&app, "prodct", "list-products()", &["no component `prodct`", "it has: order, product"]);
+    refused(
+        &app,
+        "product",
+        r#"get-prodct("PROD001")"#,
+        &["component `product` has no function `get-prodct`", "catalog.get-product(product-id: string)"],
+    );
+    refused(&app, "product", "get-product", &["is not a call", "FUNCTION(ARGS)"]);
+}
+
+#[test]
+fn arguments_that_do_not_parse_or_do_not_fit_are_refused() {
+    let app = TestApp::shop();
+    refused(&app, "product", r#"get-product("PROD001)"#, &["cannot read the arguments as WAVE", "expected: get-product(product-id: string)"]);
+    refused(&app, "product", "get-product(42)", &["the arguments do not fit `get-product`", "^^"]);
+    refused(&app, "product", r#"get-product("a", "b")"#, &["the arguments do not fit"]);
+    refused(&app, "product", r#"set-price("PROD001", -5)"#, &["the arguments do not fit `set-price`"]);
+    refused(&app, "product", r#"create-product({product-id: "X", name: "Y", price: 1})"#, &["the arguments do not fit", "stock"]);
+}

@@ -1,0 +1,10 @@
+//! moat's integration tests: real components, loaded by the real host, on
+//! real SQLite files. `make test` builds the components first.
+//!
+//! One module per promise the host makes; shared helpers in `common`.
+
+mod common;
+
+mod integration_bad_input;
+mod integration_boundary;
+mod integration_skeleton;
