@@ -2,7 +2,8 @@
 //!
 //! Loading happens in two steps so that bad input never touches data:
 //! [`Plan::new`] reads the manifest, compiles every component and checks that
-//! each import is granted and each call has a provider, with no cycles;
+//! each import is granted, each call has a provider, with no cycles, and
+//! each event handler takes what its publisher publishes;
 //! [`Plan::open`] then locks the data directory, opens each database and
 //! starts the components, providers before their callers.
 
@@ -19,6 +20,7 @@ use wasmtime::component::types::ComponentFunc;
 use crate::component::{CallError, Component, Version};
 use crate::contract::{self, Contract};
 use crate::engine::{Compiled, Runtime};
+use crate::events::{self, Dispatcher, Settled, Signal, Subscription};
 use crate::linker::{self, Grant, Grants};
 use crate::manifest::{ComponentSpec, Manifest};
 
@@ -28,6 +30,8 @@ pub struct Plan {
     manifest: Manifest,
     /// In start order: every component after the components it calls.
     parts: Vec<Part>,
+    /// Who handles whose events.
+    subscriptions: Vec<Subscription>,
 }
 
 /// One component of a plan.
@@ -95,6 +99,10 @@ impl Plan {
             bail!("{}", refusals.join("\n"));
         }
 
+        let named: Vec<(&str, &Contract, &Grants)> =
+            grants.iter().map(|(name, g)| (name.as_str(), &contracts[name], g)).collect();
+        let subscriptions = events::subscriptions(&named).map_err(|problems| anyhow::anyhow!("{}", problems.join("\n")))?;
+
         let order = start_order(&grants)?;
         let parts = order
             .into_iter()
@@ -106,7 +114,12 @@ impl Plan {
                 name,
             })
             .collect();
-        Ok(Plan { runtime, manifest, parts })
+        Ok(Plan { runtime, manifest, parts, subscriptions })
+    }
+
+    /// Who handles whose events.
+    pub fn subscriptions(&self) -> &[Subscription] {
+        &self.subscriptions
     }
 
     /// The components, in start order.
@@ -136,6 +149,7 @@ impl Plan {
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
         let lock = DataLock::acquire(data_dir)?;
         let engine = self.runtime.engine().clone();
+        let signal = Arc::new(Signal::default());
         let mut components: BTreeMap<String, Arc<Component>> = BTreeMap::new();
         for part in self.parts {
             let linker = linker::build(&engine, &part.grants, |provider| {
@@ -146,11 +160,12 @@ impl Plan {
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("linking component `{}`", part.name))?;
             let version = Version { compiled: part.compiled, contract: part.contract, pre };
-            let db_path = data_dir.join(format!("{}.db", part.name));
-            let component = Component::start(&engine, &part.name, part.spec, &db_path, version)?;
+            let db_path = db_path(data_dir, &part.name);
+            let component = Component::start(&engine, &part.name, part.spec, &db_path, version, signal.clone())?;
             components.insert(part.name, Arc::new(component));
         }
-        Ok(App { manifest: self.manifest, data_dir: data_dir.to_path_buf(), components, _lock: lock })
+        let dispatcher = Dispatcher::new(&self.subscriptions, &components, signal)?;
+        Ok(App { manifest: self.manifest, data_dir: data_dir.to_path_buf(), components, dispatcher, _lock: lock })
     }
 }
 
@@ -159,6 +174,7 @@ pub struct App {
     manifest: Manifest,
     data_dir: PathBuf,
     components: BTreeMap<String, Arc<Component>>,
+    dispatcher: Dispatcher,
     _lock: DataLock,
 }
 
@@ -191,6 +207,30 @@ impl App {
         self.components.get(name)
     }
 
+    /// A component by name, or an error listing the components.
+    pub fn require(&self, name: &str) -> Result<&Arc<Component>> {
+        self.components.get(name).with_context(|| {
+            let names: Vec<&str> = self.components.keys().map(String::as_str).collect();
+            format!("no component `{name}` in {}; it has: {}", self.manifest.path.display(), names.join(", "))
+        })
+    }
+
+    /// Every component, by name.
+    pub fn components(&self) -> impl Iterator<Item = &Arc<Component>> {
+        self.components.values()
+    }
+
+    /// The event dispatcher.
+    pub fn events(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Delivers every pending event (and those they cause), retries
+    /// included, for at most `limit`.
+    pub fn settle(&self, limit: Duration) -> Result<Settled> {
+        self.dispatcher.settle(limit)
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -200,6 +240,11 @@ impl App {
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
+}
+
+/// Where a component's database lives in a data directory.
+pub fn db_path(data_dir: &Path, component: &str) -> PathBuf {
+    data_dir.join(format!("{component}.db"))
 }
 
 /// Finds an exported function by the name a user gave it.

@@ -13,12 +13,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{Context, Result, bail};
+use rusqlite::Connection;
 use wasmtime::component::{Func, Instance, InstancePre, ResourceTable, Val};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::contract::Contract;
 use crate::engine::{Compiled, EPOCH_TICK};
+use crate::events::{self, OutboxEvent, Signal};
 use crate::log::{GuestLog, LogStream, Stdio};
 use crate::manifest::{ComponentSpec, Limits};
 use crate::store::Db;
@@ -32,6 +34,20 @@ pub struct InstanceState {
     pub(crate) db: Db,
     /// The component's log (`moat:platform/log`).
     pub(crate) log: GuestLog,
+    /// Events published in the current unit of work, and the most allowed.
+    published: u32,
+    max_events: u32,
+}
+
+impl InstanceState {
+    /// `P/publish.publish(event)`: appends to the outbox, in the unit of work.
+    pub(crate) fn publish(&mut self, topic: &str, event: &Val) -> Result<()> {
+        self.published += 1;
+        if self.published > self.max_events {
+            bail!("it published more than {} events in one unit of work (limits.events_per_call)", self.max_events);
+        }
+        self.db.host(|c| events::append(c, topic, event))
+    }
 }
 
 impl WasiView for InstanceState {
@@ -70,6 +86,18 @@ pub struct Component {
     db_path: PathBuf,
     engine: Engine,
     slot: Mutex<Slot>,
+    /// Told whenever a unit of work of this component commits events.
+    signal: Arc<Signal>,
+}
+
+/// What handling a batch of events did.
+pub struct Handled {
+    /// How many events took effect.
+    pub applied: usize,
+    /// The last event that took effect; the cursor now points at it.
+    pub through: Option<i64>,
+    /// The event that failed, and why; it and the rest of the batch did not.
+    pub failed: Option<(i64, String)>,
 }
 
 /// What the mutex guards: the current version and its live instance.
@@ -92,9 +120,17 @@ struct Live {
 impl Component {
     /// Opens the component's database, instantiates `version` and runs its
     /// schema migration. On error nothing of the migration is kept.
-    pub fn start(engine: &Engine, name: &str, spec: ComponentSpec, db_path: &Path, version: Version) -> Result<Component> {
+    pub fn start(
+        engine: &Engine,
+        name: &str,
+        spec: ComponentSpec,
+        db_path: &Path,
+        version: Version,
+        signal: Arc<Signal>,
+    ) -> Result<Component> {
         let name: Arc<str> = Arc::from(name);
-        let db = Db::open(db_path, &spec.sqlite, &spec.limits)?;
+        let mut db = Db::open(db_path, &spec.sqlite, &spec.limits)?;
+        db.host_read(|c| c.execute_batch(events::TABLES))?;
         let version = Arc::new(version);
         let mut live = instantiate(engine, &name, &spec.limits, &version, db)
             .map_err(|(e, _)| e)
@@ -106,7 +142,13 @@ impl Component {
             db_path: db_path.to_path_buf(),
             engine: engine.clone(),
             slot: Mutex::new(Slot { version, live: Some(live), broken: false }),
+            signal,
         })
+    }
+
+    /// Its manifest settings.
+    pub fn spec(&self) -> &ComponentSpec {
+        &self.spec
     }
 
     /// The component's name in the manifest.
@@ -133,11 +175,14 @@ impl Component {
         let outcome = live.run(export, func, params, &self.spec.limits);
         match outcome {
             Ok(results) => {
-                let db = &mut live.store.data_mut().db;
+                let state = live.store.data_mut();
                 if returned_err(&results) {
-                    db.rollback();
+                    state.db.rollback();
                 } else {
-                    db.commit().map_err(|e| self.host_error(export, func, e))?;
+                    state.db.commit().map_err(|e| self.host_error(export, func, e))?;
+                    if state.published > 0 {
+                        self.signal.notify();
+                    }
                 }
                 Ok(results)
             }
@@ -149,6 +194,123 @@ impl Component {
                 Err(failure.into_error(&self.name, qualified(export, func)))
             }
         }
+    }
+
+    /// Applies a batch of `publisher`'s events to this component's `handler`
+    /// export, in one unit of work that also advances the cursor: each event
+    /// in a savepoint of its own, stopping at the first that fails.
+    pub fn handle_events(&self, publisher: &str, topic: &str, handler: &str, batch: &[OutboxEvent]) -> Result<Handled> {
+        let mut slot = self.lock();
+        let version = slot.version.clone();
+        let ty = handler_type(&version.contract, handler)?;
+        let live = slot.live(&self.engine, &self.name, &self.spec.limits)?;
+        let mut handled = Handled { applied: 0, through: None, failed: None };
+        let mut trapped = false;
+        let mut published = false;
+        for event in batch {
+            let value = match wasm_wave::from_str::<Val>(&ty, &event.payload) {
+                Ok(v) => v,
+                Err(e) => {
+                    handled.failed = Some((event.seq, format!("the event does not fit the handler's type: {e}")));
+                    break;
+                }
+            };
+            live.store.data_mut().db.savepoint()?;
+            match live.run(handler, "handle", &[value], &self.spec.limits) {
+                Ok(results) if !returned_err(&results) => {
+                    let state = live.store.data_mut();
+                    state.db.release()?;
+                    published |= state.published > 0;
+                    handled.applied += 1;
+                    handled.through = Some(event.seq);
+                }
+                outcome => {
+                    live.store.data_mut().db.rollback_to_savepoint()?;
+                    let why = match outcome {
+                        Ok(results) => match results.first() {
+                            Some(Val::Result(Err(Some(e)))) => match &**e {
+                                Val::String(s) => s.clone(),
+                                other => crate::values::to_wave(other),
+                            },
+                            _ => "the handler returned err".to_string(),
+                        },
+                        Err(Failure::Trapped(reason)) => {
+                            trapped = true;
+                            reason
+                        }
+                        Err(Failure::Missing) => format!("`{handler}` has no `handle` function"),
+                    };
+                    handled.failed = Some((event.seq, why));
+                    break;
+                }
+            }
+        }
+        let db = &mut live.store.data_mut().db;
+        if let Some(seq) = handled.through {
+            db.host(|c| set_cursor(c, publisher, topic, seq))?;
+        }
+        let committed = db.commit();
+        if trapped {
+            slot.broken = true;
+        }
+        committed?;
+        if published {
+            self.signal.notify();
+        }
+        Ok(handled)
+    }
+
+    /// Runs host bookkeeping on this component's database as a unit of work
+    /// of its own: committed if `f` returns `Ok`, rolled back otherwise.
+    pub fn with_db<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R> {
+        let mut slot = self.lock();
+        let live = slot.live(&self.engine, &self.name, &self.spec.limits)?;
+        let db = &mut live.store.data_mut().db;
+        match db.host(f) {
+            Ok(r) => {
+                db.commit()?;
+                Ok(r)
+            }
+            Err(e) => {
+                db.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// Redrives one dead letter: handles it again in a unit of work that also
+    /// removes it from the dead letters. `Ok(Err(why))` if the handler failed again.
+    pub fn redrive(&self, handler: &str, id: i64, payload: &str) -> Result<Result<(), String>> {
+        let mut slot = self.lock();
+        let version = slot.version.clone();
+        let ty = handler_type(&version.contract, handler)?;
+        let value = match wasm_wave::from_str::<Val>(&ty, payload) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(format!("the event does not fit the handler's type: {e}"))),
+        };
+        let live = slot.live(&self.engine, &self.name, &self.spec.limits)?;
+        let outcome = live.run(handler, "handle", &[value], &self.spec.limits);
+        let state = live.store.data_mut();
+        let result = match outcome {
+            Ok(results) if !returned_err(&results) => {
+                state.db.host(|c| c.execute("DELETE FROM _moat_dead_letter WHERE id = ?1", [id]))?;
+                state.db.commit()?;
+                if state.published > 0 {
+                    self.signal.notify();
+                }
+                return Ok(Ok(()));
+            }
+            Ok(results) => Err(results.first().map(crate::values::to_wave).unwrap_or_default()),
+            Err(Failure::Trapped(reason)) => {
+                slot.broken = true;
+                Err(reason)
+            }
+            Err(Failure::Missing) => Err(format!("`{handler}` has no `handle` function")),
+        };
+        if let Some(live) = slot.live.as_mut() {
+            live.store.data_mut().db.rollback();
+        }
+        Ok(result)
     }
 
     fn lock(&self) -> MutexGuard<'_, Slot> {
@@ -213,6 +375,7 @@ impl Live {
     /// commit or roll back: the caller decides.
     fn run(&mut self, export: &str, func: &str, params: &[Val], limits: &Limits) -> Result<Vec<Val>, Failure> {
         let f = self.func(export, func).ok_or(Failure::Missing)?;
+        self.store.data_mut().published = 0;
         let mut results = vec![Val::Bool(false); f.ty(&self.store).results().len()];
         self.store.set_epoch_deadline(deadline_ticks(limits));
         match f.call(&mut self.store, params, &mut results) {
@@ -257,6 +420,8 @@ fn instantiate(engine: &Engine, name: &Arc<str>, limits: &Limits, version: &Vers
             .build(),
         db,
         log: GuestLog::new(name.clone()),
+        published: 0,
+        max_events: limits.events_per_call,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -312,6 +477,24 @@ fn migrate(live: &mut Live, name: &str, version: &Version, limits: &Limits) -> R
             bail!("component `{name}`: `migrate` must have the type func(found: u32) -> result<u32, string>")
         }
     }
+}
+
+/// The event type a handler export takes.
+fn handler_type(contract: &Contract, handler: &str) -> Result<wasmtime::component::types::Type> {
+    contract
+        .export(handler)
+        .and_then(|i| i.func("handle"))
+        .and_then(|f| f.ty.params().next().map(|(_, t)| t))
+        .with_context(|| format!("this version does not export {handler} with a `handle` function"))
+}
+
+/// Records how far a subscriber has read a publisher's events.
+pub(crate) fn set_cursor(c: &Connection, publisher: &str, topic: &str, seq: i64) -> rusqlite::Result<usize> {
+    c.prepare_cached(
+        "INSERT INTO _moat_cursor (publisher, topic, seq) VALUES (?1, ?2, ?3)
+         ON CONFLICT (publisher, topic) DO UPDATE SET seq = excluded.seq",
+    )?
+    .execute(rusqlite::params![publisher, topic, seq])
 }
 
 fn deadline_ticks(limits: &Limits) -> u64 {

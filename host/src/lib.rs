@@ -15,6 +15,8 @@
 //! - `store`: its own SQLite database, behind a sandbox.
 //! - `log`: the host's log, and its stdout/stderr.
 //! - `calls`: calls to the interfaces other components export.
+//! - `events`: typed events through a transactional outbox, delivered
+//!   exactly once and in order, with retries and dead letters.
 
 pub mod app;
 pub mod calls;
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod component;
 pub mod contract;
 pub mod engine;
+pub mod events;
 pub mod linker;
 pub mod log;
 pub mod manifest;

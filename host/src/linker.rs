@@ -10,6 +10,7 @@
 //! | `moat:platform/store`, `moat:platform/log`    | the component's own database, the log    |
 //! | `wasi:io/*`, `wasi:cli/*`                     | stdio into the log, empty env and args   |
 //! | `wasi:clocks`, `random`, `filesystem`, `sockets` | linked inert (no directories, every address denied); refused when `strict` |
+//! | `P/publish`, where the component exports `P` | events appended to its outbox            |
 //! | an interface another loaded component exports | calls forwarded to that component        |
 //! | an interface with only types                  | nothing to link                          |
 //! | anything else (`wasi:http`, unknown packages) | refused                                  |
@@ -38,6 +39,8 @@ pub enum Grant {
     /// WASI clocks, random, filesystem or sockets, linked so that they reach
     /// nothing: no preopened directory, every socket address denied.
     WasiInert,
+    /// `P/publish`: events of package `topic` appended to the outbox.
+    Publish { topic: String },
     /// Calls forwarded to the component `provider`, which exports it as `export`.
     Call { provider: String, export: String },
     /// An interface that declares only types.
@@ -52,6 +55,7 @@ impl Grant {
             Grant::Log => "host: log".into(),
             Grant::Wasi => "host: stdio to log".into(),
             Grant::WasiInert => "host: inert".into(),
+            Grant::Publish { topic } => format!("host: outbox of {topic} events"),
             Grant::Call { provider, .. } => format!("calls {provider}"),
             Grant::TypesOnly => "types only".into(),
         }
@@ -67,7 +71,7 @@ pub fn grant(name: &str, contract: &Contract, strict: bool, others: &BTreeMap<St
     let mut grants = Vec::new();
     let mut refused = Vec::new();
     for import in &contract.imports {
-        match grant_one(name, import, strict, others) {
+        match grant_one(name, contract, import, strict, others) {
             Ok(g) => grants.push((import.clone(), g)),
             Err(why) => refused.push(format!("  - {}: {why}", import.name)),
         }
@@ -81,7 +85,13 @@ pub fn grant(name: &str, contract: &Contract, strict: bool, others: &BTreeMap<St
     Ok(grants)
 }
 
-fn grant_one(name: &str, import: &Interface, strict: bool, others: &BTreeMap<String, Contract>) -> Result<Grant, String> {
+fn grant_one(
+    name: &str,
+    contract: &Contract,
+    import: &Interface,
+    strict: bool,
+    others: &BTreeMap<String, Contract>,
+) -> Result<Grant, String> {
     let id = &import.id;
     let pkg = id.package.as_str();
     match pkg {
@@ -109,6 +119,9 @@ fn grant_one(name: &str, import: &Interface, strict: bool, others: &BTreeMap<Str
     }
     if import.funcs.is_empty() {
         return Ok(Grant::TypesOnly);
+    }
+    if let Some(grant) = crate::events::grant_publish(import, contract) {
+        return grant;
     }
 
     let providers: Vec<(&String, &Interface)> = others
@@ -167,8 +180,10 @@ pub fn build(engine: &Engine, grants: &Grants, provider: impl Fn(&str) -> Arc<Co
         log::add_to_linker::<_, HasSelf<crate::log::GuestLog>>(&mut linker, |s: &mut InstanceState| &mut s.log)?;
     }
     for (import, grant) in grants {
-        if let Grant::Call { provider: name, export } = grant {
-            crate::calls::forward(&mut linker, import, provider(name), export)?;
+        match grant {
+            Grant::Call { provider: name, export } => crate::calls::forward(&mut linker, import, provider(name), export)?,
+            Grant::Publish { topic } => crate::events::link_publish(&mut linker, import, topic)?,
+            _ => {}
         }
     }
     Ok(linker)

@@ -147,6 +147,29 @@ impl Db {
         }
     }
 
+    /// Runs `f` with the sandbox lifted, outside any unit of work: for the
+    /// host's reads between calls.
+    pub fn host_read<R>(&mut self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R> {
+        debug_assert!(!self.in_tx, "host_read inside a unit of work");
+        Ok(self.as_host(f)?)
+    }
+
+    /// Marks a point in the unit of work to roll back to: one per event
+    /// handled, so a failing handler undoes only its own writes.
+    pub fn savepoint(&mut self) -> Result<()> {
+        self.host(|c| c.execute_batch("SAVEPOINT moat_step"))
+    }
+
+    /// Keeps what was done since the savepoint.
+    pub fn release(&mut self) -> Result<()> {
+        self.host(|c| c.execute_batch("RELEASE moat_step"))
+    }
+
+    /// Undoes what was done since the savepoint, and drops it.
+    pub fn rollback_to_savepoint(&mut self) -> Result<()> {
+        self.host(|c| c.execute_batch("ROLLBACK TO moat_step; RELEASE moat_step"))
+    }
+
     /// Reads the schema version the component's `migrate` last returned.
     pub fn schema_version(&mut self) -> Result<u32> {
         self.host(|c| {

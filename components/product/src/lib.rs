@@ -1,11 +1,13 @@
-//! The product service: owns the catalog (`shop:product/catalog@1.0.0`).
+//! The product service: owns the catalog (`shop:product/catalog@1.0.0`),
+//! publishes product events, and reserves stock for submitted orders.
 //!
-//! Layout: `schema` creates the tables; `Catalog` implements the exported
-//! interface over the component's own database.
+//! Layout: `schema` creates the tables; `catalog` implements the exported
+//! interface and publishes what changed; `handler` answers order events
+//! (reserve all or nothing, release on cancel).
 
 mod bindings {
     wit_bindgen::generate!({
-        path: ["../../wit/moat-platform", "../../wit/shop-product", "world.wit"],
+        path: ["../../wit/moat-platform", "../../wit/shop-product", "../../wit/shop-order", "world.wit"],
         world: "component:product/product",
         with: {
             "moat:platform/store@0.1.0": moat_sdk::store,
@@ -15,8 +17,16 @@ mod bindings {
     });
 }
 
+use std::collections::BTreeMap;
+
 use bindings::exports::moat::platform::schema;
-use bindings::exports::shop::product::catalog::{self, CatalogError, Money, Product as Item};
+use bindings::exports::shop::order::handler;
+use bindings::exports::shop::product::catalog::{self, CatalogError};
+use bindings::shop::order::events::OrderEvent;
+use bindings::shop::order::types::OrderLine;
+use bindings::shop::product::events::{PriceUpdate, ProductEvent, Rename, StockLevel, StockRejection};
+use bindings::shop::product::publish::publish;
+use bindings::shop::product::types::{Money, Product as Item};
 use moat_sdk::sql::{self, int, text, Row};
 use moat_sdk::SqlError;
 
@@ -37,9 +47,19 @@ impl schema::Guest for Product {
                         name       TEXT NOT NULL,
                         price      INTEGER NOT NULL CHECK (price >= 0),
                         stock      INTEGER NOT NULL CHECK (stock >= 0)
+                    );
+                    CREATE TABLE reservations (
+                        order_id TEXT PRIMARY KEY,
+                        status   TEXT NOT NULL CHECK (status IN ('reserved', 'rejected', 'released'))
+                    );
+                    CREATE TABLE reservation_lines (
+                        order_id   TEXT NOT NULL REFERENCES reservations (order_id),
+                        product_id TEXT NOT NULL REFERENCES products (product_id),
+                        quantity   INTEGER NOT NULL CHECK (quantity > 0),
+                        PRIMARY KEY (order_id, product_id)
                     )",
                 )
-                .map_err(|e| format!("creating the products table: {e:?}"))?;
+                .map_err(|e| format!("creating the product tables: {e:?}"))?;
                 Ok(SCHEMA_VERSION)
             }
             SCHEMA_VERSION => Ok(SCHEMA_VERSION),
@@ -64,6 +84,7 @@ impl catalog::Guest for Product {
         if inserted == 0 {
             return Err(CatalogError::AlreadyExists(product.product_id));
         }
+        publish(&ProductEvent::Created(product.clone()));
         Ok(product)
     }
 
@@ -80,26 +101,127 @@ impl catalog::Guest for Product {
     }
 
     fn set_price(product_id: String, price: Money) -> Result<Item, CatalogError> {
-        let price = money(price)?;
-        update(&product_id, "UPDATE products SET price = ? WHERE product_id = ?", int(price))
+        let old = existing(&product_id)?;
+        let updated = update(&product_id, "UPDATE products SET price = ? WHERE product_id = ?", int(money(price)?))?;
+        if old.price != price {
+            publish(&ProductEvent::PriceUpdated(PriceUpdate { product_id, old_price: old.price, new_price: price }));
+        }
+        Ok(updated)
     }
 
     fn rename_product(product_id: String, name: String) -> Result<Item, CatalogError> {
         check_name(&name)?;
-        update(&product_id, "UPDATE products SET name = ? WHERE product_id = ?", text(&name))
+        let old = existing(&product_id)?;
+        let updated = update(&product_id, "UPDATE products SET name = ? WHERE product_id = ?", text(&name))?;
+        if old.name != name {
+            publish(&ProductEvent::Renamed(Rename { product_id, old_name: old.name, new_name: name }));
+        }
+        Ok(updated)
     }
 
     fn adjust_stock(product_id: String, delta: i32) -> Result<Item, CatalogError> {
-        let current = find(&product_id).map_err(storage)?.ok_or(CatalogError::NotFound(product_id.clone()))?;
-        if i64::from(current.stock) + i64::from(delta) < 0 {
+        let current = existing(&product_id)?;
+        let stock = i64::from(current.stock) + i64::from(delta);
+        if stock < 0 {
             return Err(CatalogError::InsufficientStock(current.stock));
         }
-        let stock = i64::from(current.stock) + i64::from(delta);
         if stock > i64::from(u32::MAX) {
             return Err(CatalogError::Invalid(format!("stock would exceed {}", u32::MAX)));
         }
-        update(&product_id, "UPDATE products SET stock = ? WHERE product_id = ?", int(stock))
+        let updated = update(&product_id, "UPDATE products SET stock = ? WHERE product_id = ?", int(stock))?;
+        if delta != 0 {
+            publish(&ProductEvent::StockChanged(StockLevel { product_id, stock: updated.stock }));
+        }
+        Ok(updated)
     }
+}
+
+impl handler::Guest for Product {
+    fn handle(event: OrderEvent) -> Result<(), String> {
+        match event {
+            OrderEvent::Submitted(order) => reserve(&order.order_id, &order.lines),
+            OrderEvent::Cancelled(order_id) => release(&order_id),
+        }
+        Ok(())
+    }
+}
+
+/// Reserves stock for every line of an order, or for none: publishes
+/// `stock-reserved` or `stock-rejected`. Stock never goes below zero.
+fn reserve(order_id: &str, lines: &[OrderLine]) {
+    if reservation_status(order_id).is_some() {
+        return; // answered already
+    }
+    let mut wanted: BTreeMap<&str, u64> = BTreeMap::new();
+    for line in lines {
+        *wanted.entry(line.product_id.as_str()).or_default() += u64::from(line.quantity);
+    }
+    let mut shortfalls = Vec::new();
+    for (&product_id, &quantity) in &wanted {
+        match find(product_id).unwrap_or_else(|e| panic!("reading product {product_id}: {e:?}")) {
+            None => shortfalls.push(format!("{product_id} is not in the catalog")),
+            Some(p) if u64::from(p.stock) < quantity => {
+                shortfalls.push(format!("{product_id}: {quantity} wanted, {} in stock", p.stock))
+            }
+            Some(_) => {}
+        }
+    }
+    if lines.is_empty() {
+        shortfalls.push("the order has no lines".into());
+    }
+    let status = if shortfalls.is_empty() { "reserved" } else { "rejected" };
+    exec("INSERT INTO reservations (order_id, status) VALUES (?, ?)", &[text(order_id), text(status)]);
+    if !shortfalls.is_empty() {
+        publish(&ProductEvent::StockRejected(StockRejection {
+            order_id: order_id.to_string(),
+            reason: shortfalls.join("; "),
+        }));
+        return;
+    }
+    for (&product_id, &quantity) in &wanted {
+        exec(
+            "INSERT INTO reservation_lines (order_id, product_id, quantity) VALUES (?, ?, ?)",
+            &[text(order_id), text(product_id), int(quantity as i64)],
+        );
+        let stock = move_stock(product_id, -(quantity as i64));
+        publish(&ProductEvent::StockChanged(StockLevel { product_id: product_id.to_string(), stock }));
+    }
+    publish(&ProductEvent::StockReserved(order_id.to_string()));
+}
+
+/// Puts back the stock a reserved order held, once.
+fn release(order_id: &str) {
+    if reservation_status(order_id).as_deref() != Some("reserved") {
+        return;
+    }
+    let lines = sql::query(
+        "SELECT product_id, quantity FROM reservation_lines WHERE order_id = ? ORDER BY product_id",
+        &[text(order_id)],
+    )
+    .unwrap_or_else(|e| panic!("reading the reservation of {order_id}: {e:?}"));
+    for line in &lines {
+        let product_id = line.text(0);
+        let stock = move_stock(&product_id, line.int(1));
+        publish(&ProductEvent::StockChanged(StockLevel { product_id, stock }));
+    }
+    exec("UPDATE reservations SET status = 'released' WHERE order_id = ?", &[text(order_id)]);
+    publish(&ProductEvent::StockReleased(order_id.to_string()));
+}
+
+fn reservation_status(order_id: &str) -> Option<String> {
+    sql::query_one("SELECT status FROM reservations WHERE order_id = ?", &[text(order_id)])
+        .unwrap_or_else(|e| panic!("reading the reservation of {order_id}: {e:?}"))
+        .map(|row| row.text(0))
+}
+
+/// Adds `delta` to a product's stock and returns the new level.
+fn move_stock(product_id: &str, delta: i64) -> u32 {
+    exec("UPDATE products SET stock = stock + ? WHERE product_id = ?", &[int(delta), text(product_id)]);
+    find(product_id).ok().flatten().expect("the product was just updated").stock
+}
+
+fn exec(statement: &str, params: &[moat_sdk::Value]) {
+    sql::execute(statement, params).unwrap_or_else(|e| panic!("{statement}: {e:?}"));
 }
 
 fn find(product_id: &str) -> Result<Option<Item>, SqlError> {
@@ -111,13 +233,17 @@ fn find(product_id: &str) -> Result<Option<Item>, SqlError> {
     .map(to_product))
 }
 
+fn existing(product_id: &str) -> Result<Item, CatalogError> {
+    find(product_id).map_err(storage)?.ok_or_else(|| CatalogError::NotFound(product_id.to_string()))
+}
+
 /// Sets one column of one product and returns the product as it now is.
 fn update(product_id: &str, statement: &str, value: moat_sdk::Value) -> Result<Item, CatalogError> {
     let changed = sql::execute(statement, &[value, text(product_id)]).map_err(storage)?;
     if changed == 0 {
         return Err(CatalogError::NotFound(product_id.to_string()));
     }
-    Ok(find(product_id).map_err(storage)?.expect("the product was just updated"))
+    existing(product_id)
 }
 
 fn to_product(row: &Row) -> Item {

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::{Context, Exit};
+use super::{Context, Exit, settle};
 use crate::component::returned_err;
 use crate::values;
 
@@ -14,6 +14,11 @@ pub struct Args {
     /// The call, in WAVE: FUNCTION(ARGS), for example 'get-product("PROD001")'.
     /// FUNCTION may be qualified by its interface: 'catalog.get-product(...)'.
     call: String,
+
+    /// Exit as soon as the call commits, without delivering the events it
+    /// published (they are delivered by the next moat that opens the app).
+    #[arg(long)]
+    no_wait: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
@@ -26,7 +31,13 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
 
     let data_dir = ctx.data_dir(plan.manifest());
     let app = plan.open(&data_dir)?;
-    let results = app.call(&function, &params)?;
+    let results = app.call(&function, &params);
+    // Deliver what the call published, and anything still pending from
+    // earlier runs, so that a script sees a settled app.
+    if !args.no_wait {
+        settle(&app)?;
+    }
+    let results = results?;
 
     if let Some(result) = results.first() {
         if ctx.json {

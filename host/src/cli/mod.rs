@@ -2,15 +2,19 @@
 
 mod call;
 mod components;
+mod dlq;
+mod events;
+mod replay;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::app::Plan;
+use crate::app::{App, Plan};
 use crate::engine::{self, Runtime};
 use crate::manifest::Manifest;
 
@@ -51,6 +55,12 @@ enum Command {
     Call(call::Args),
     /// List the app's components: version, database, imports and exports.
     Components(components::Args),
+    /// List published events and which subscribers have them.
+    Events(events::Args),
+    /// List a component's dead letters, or redrive them.
+    Dlq(dlq::Args),
+    /// Rebuild a subscriber's copy of a publisher's data from the kept events.
+    Replay(replay::Args),
 }
 
 /// How `moat` exits.
@@ -77,6 +87,13 @@ impl Context {
     fn plan(&self) -> Result<Plan> {
         let manifest = Manifest::load(&self.manifest)?;
         Plan::new(manifest, Runtime::new(self.cache_dir.clone())?)
+    }
+
+    /// Plans and opens the app.
+    fn open(&self) -> Result<App> {
+        let plan = self.plan()?;
+        let data_dir = self.data_dir(plan.manifest());
+        plan.open(&data_dir)
     }
 
     /// The data directory for this manifest.
@@ -108,7 +125,26 @@ fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Call(args) => call::run(&ctx, args),
         Command::Components(args) => components::run(&ctx, args),
+        Command::Events(args) => events::run(&ctx, args),
+        Command::Dlq(args) => dlq::run(&ctx, args),
+        Command::Replay(args) => replay::run(&ctx, args),
     }
+}
+
+/// How long a one-shot command waits for events to settle before leaving
+/// the rest for the next run.
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// Delivers pending events before a one-shot command exits.
+fn settle(app: &App) -> Result<()> {
+    let settled = app.settle(SETTLE_LIMIT)?;
+    if !settled.complete {
+        tracing::warn!(
+            "events are still pending after {}s (a handler keeps failing?); the next moat run delivers them",
+            SETTLE_LIMIT.as_secs()
+        );
+    }
+    Ok(())
 }
 
 /// Prints an error and its causes, cargo style.

@@ -1,0 +1,88 @@
+//! `moat events [--component C] [--follow]`
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use super::{Context, Exit};
+use crate::app::db_path;
+use crate::events::history::{self, Published};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only the events this component published.
+    #[arg(long, value_name = "COMPONENT")]
+    component: Option<String>,
+
+    /// After listing, keep printing events as they are published (Ctrl-C to stop).
+    #[arg(long)]
+    follow: bool,
+
+    /// List at most this many events per publisher: the latest ones.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    last: usize,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    // Read-only and lock-free: works beside a running host.
+    let plan = ctx.plan()?;
+    let data_dir = ctx.data_dir(plan.manifest());
+    let subscriptions = plan.subscriptions().to_vec();
+    let mut publishers: Vec<String> = subscriptions.iter().map(|s| s.publisher.clone()).collect();
+    for part in plan.parts() {
+        if part.grants.iter().any(|(_, g)| matches!(g, crate::linker::Grant::Publish { .. })) {
+            publishers.push(part.name.clone());
+        }
+    }
+    publishers.sort();
+    publishers.dedup();
+    if let Some(only) = &args.component {
+        if !plan.parts().iter().any(|p| &p.name == only) {
+            bail!("no component `{only}` in {}", plan.manifest().path.display());
+        }
+        publishers.retain(|p| p == only);
+    }
+    let db = |name: &str| db_path(&data_dir, name);
+
+    let mut seen: BTreeMap<String, i64> = BTreeMap::new();
+    let mut listed = Vec::new();
+    for publisher in &publishers {
+        let all = history::read(&db, &subscriptions, publisher, 0, usize::MAX)?;
+        let skip = all.len().saturating_sub(args.last);
+        seen.insert(publisher.clone(), all.last().map_or(0, |e| e.seq));
+        listed.extend(all.into_iter().skip(skip));
+    }
+    if ctx.json && !args.follow {
+        println!("{}", serde_json::to_string(&listed)?);
+        return Ok(Exit::Ok);
+    }
+    if listed.is_empty() && !args.follow {
+        println!("no events yet");
+    }
+    for event in &listed {
+        print(ctx, event)?;
+    }
+    while args.follow {
+        std::thread::sleep(Duration::from_millis(250));
+        for publisher in &publishers {
+            let after = seen[publisher];
+            for event in history::read(&db, &subscriptions, publisher, after, 1000)? {
+                seen.insert(publisher.clone(), event.seq);
+                print(ctx, &event)?;
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn print(ctx: &Context, e: &Published) -> Result<()> {
+    if ctx.json {
+        println!("{}", serde_json::to_string(e)?);
+        return Ok(());
+    }
+    let delivery: Vec<String> = e.delivery.iter().map(|(s, d)| format!("{s}: {}", d.word())).collect();
+    let delivery = if delivery.is_empty() { "no subscribers".to_string() } else { delivery.join(", ") };
+    println!("{} #{} {} {}  [{}]", e.publisher, e.seq, e.topic, e.payload, delivery);
+    Ok(())
+}

@@ -1,0 +1,345 @@
+//! Delivery: moving events from each publisher's outbox to each subscriber,
+//! exactly once and in order.
+//!
+//! A route is one subscription. Its cursor lives in the subscriber's
+//! database and only moves in the transaction that applies the events it
+//! passes, so a crash at any moment leaves cursor and effects agreeing: on
+//! restart delivery resumes right after the last event that took effect.
+//! The dispatcher keeps a copy of each cursor in memory (it is the only
+//! writer) and reads outboxes through connections of its own, so reading
+//! never waits for a publisher's calls.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use super::{OutboxEvent, Signal, Subscription, now_ms};
+use crate::component::{Component, set_cursor};
+
+/// Delivers every subscription of an app.
+pub struct Dispatcher {
+    routes: Vec<Route>,
+    signal: Arc<Signal>,
+    last_prune: Mutex<Instant>,
+}
+
+struct Route {
+    sub: Subscription,
+    publisher: Arc<Component>,
+    subscriber: Arc<Component>,
+    /// A read-only connection to the publisher's database.
+    reader: Mutex<Connection>,
+    state: Mutex<RouteState>,
+}
+
+#[derive(Default)]
+struct RouteState {
+    /// The subscriber's cursor, once read.
+    cursor: Option<i64>,
+    /// The event that keeps failing, if one does.
+    failing: Option<Failing>,
+}
+
+struct Failing {
+    seq: i64,
+    attempts: u32,
+    retry_at: Instant,
+}
+
+/// What one pass over a route did.
+enum Step {
+    /// Nothing to deliver.
+    Idle,
+    /// Some events took effect (or were dead-lettered).
+    Delivered(usize),
+    /// An event failed; it is retried at this time.
+    Waiting(Instant),
+}
+
+/// What a settle did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Events that took effect or were dead-lettered.
+    pub delivered: usize,
+    /// False if the time ran out with events still pending.
+    pub complete: bool,
+}
+
+/// Where one subscription stands, for `moat status` and `moat events`.
+#[derive(Debug, Clone)]
+pub struct RouteStatus {
+    /// The subscription.
+    pub subscription: Subscription,
+    /// The last event the subscriber has (applied or dead-lettered).
+    pub cursor: i64,
+    /// The last event the publisher has published on this topic.
+    pub head: i64,
+    /// Attempts at the event that keeps failing, if one does.
+    pub failing_attempts: Option<u32>,
+}
+
+impl Dispatcher {
+    /// Builds a route for each subscription.
+    pub fn new(subscriptions: &[Subscription], components: &BTreeMap<String, Arc<Component>>, signal: Arc<Signal>) -> Result<Dispatcher> {
+        let mut routes = Vec::new();
+        for sub in subscriptions {
+            let publisher = components[&sub.publisher].clone();
+            let reader = Connection::open_with_flags(
+                publisher.db_path(),
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .with_context(|| format!("opening {} to read its outbox", publisher.db_path().display()))?;
+            routes.push(Route {
+                sub: sub.clone(),
+                subscriber: components[&sub.subscriber].clone(),
+                publisher,
+                reader: Mutex::new(reader),
+                state: Mutex::default(),
+            });
+        }
+        Ok(Dispatcher { routes, signal, last_prune: Mutex::new(Instant::now()) })
+    }
+
+    /// The subscriptions it delivers.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &Subscription> {
+        self.routes.iter().map(|r| &r.sub)
+    }
+
+    /// Delivers until nothing is pending: every event applied or
+    /// dead-lettered, retries included. Gives up after `limit`, leaving the
+    /// rest for later (nothing is lost: the outbox keeps it).
+    pub fn settle(&self, limit: Duration) -> Result<Settled> {
+        let start = Instant::now();
+        let mut settled = Settled::default();
+        loop {
+            let (delivered, next_retry) = self.pass()?;
+            settled.delivered += delivered;
+            if delivered > 0 {
+                continue;
+            }
+            match next_retry {
+                None => {
+                    settled.complete = true;
+                    self.prune()?;
+                    return Ok(settled);
+                }
+                Some(at) if at.duration_since(start) > limit => return Ok(settled),
+                Some(at) => std::thread::sleep(at.saturating_duration_since(Instant::now())),
+            }
+        }
+    }
+
+    /// Delivers continuously until `stop` is set: woken by every commit that
+    /// published, by retries falling due, and once a second regardless.
+    pub fn run(&self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let seen = self.signal.generation();
+            let wait = match self.pass() {
+                Ok((delivered, _)) if delivered > 0 => continue,
+                Ok((_, Some(at))) => at.saturating_duration_since(Instant::now()).min(Duration::from_secs(1)),
+                Ok((_, None)) => Duration::from_secs(1),
+                Err(e) => {
+                    tracing::error!("delivering events: {e:#}");
+                    Duration::from_secs(1)
+                }
+            };
+            if let Err(e) = self.prune_now_and_then() {
+                tracing::error!("pruning delivered events: {e:#}");
+            }
+            self.signal.wait(seen, wait);
+        }
+    }
+
+    /// One pass over every route: the events delivered, and the earliest
+    /// time a failed event is due again.
+    fn pass(&self) -> Result<(usize, Option<Instant>)> {
+        let (mut delivered, mut next) = (0, None::<Instant>);
+        for route in &self.routes {
+            match route.step()? {
+                Step::Idle => {}
+                Step::Delivered(n) => delivered += n,
+                Step::Waiting(at) => next = Some(next.map_or(at, |n| n.min(at))),
+            }
+        }
+        Ok((delivered, next))
+    }
+
+    /// Where each subscription stands.
+    pub fn status(&self) -> Result<Vec<RouteStatus>> {
+        self.routes
+            .iter()
+            .map(|route| {
+                let cursor = route.cursor()?;
+                let head = route.head()?;
+                let failing_attempts = route.lock_state().failing.as_ref().map(|f| f.attempts);
+                Ok(RouteStatus { subscription: route.sub.clone(), cursor, head, failing_attempts })
+            })
+            .collect()
+    }
+
+    /// Rewinds `subscriber`'s cursor on `publisher` to the oldest event still
+    /// kept, so the next settle delivers every kept event again. Returns the
+    /// first sequence to be redelivered and the last pruned, if any was.
+    pub fn replay(&self, subscriber: &str, publisher: &str) -> Result<Vec<(Subscription, i64, Option<i64>)>> {
+        let mut replays = Vec::new();
+        for route in self.routes.iter().filter(|r| r.sub.subscriber == subscriber && r.sub.publisher == publisher) {
+            let topic = route.sub.topic.clone();
+            let first: Option<i64> = route.read(|c| {
+                c.query_row("SELECT min(seq) FROM _moat_outbox WHERE topic = ?1", [&topic], |r| r.get(0))
+            })?;
+            let pruned: Option<i64> = route.read(|c| {
+                c.query_row("SELECT value FROM _moat_meta WHERE key = ?1", [format!("pruned:{topic}")], |r| r.get(0))
+                    .optional()
+            })?;
+            let from = first.unwrap_or_else(|| pruned.unwrap_or(0) + 1);
+            route.subscriber.with_db(|c| set_cursor(c, publisher, &topic, from - 1))?;
+            *route.lock_state() = RouteState { cursor: Some(from - 1), failing: None };
+            replays.push((route.sub.clone(), from, pruned));
+        }
+        Ok(replays)
+    }
+
+    /// Forgets cached cursors, after something else moved one.
+    pub fn reload(&self) {
+        for route in &self.routes {
+            *route.lock_state() = RouteState::default();
+        }
+    }
+
+    fn prune_now_and_then(&self) -> Result<()> {
+        let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() < Duration::from_secs(10) {
+            return Ok(());
+        }
+        *last = Instant::now();
+        drop(last);
+        self.prune()
+    }
+
+    /// Deletes events every subscriber has, once they are older than the
+    /// publisher's retention; records the last pruned sequence for `replay`.
+    fn prune(&self) -> Result<()> {
+        let mut upto: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for route in &self.routes {
+            let cursor = route.cursor()?;
+            let key = (route.sub.publisher.as_str(), route.sub.topic.as_str());
+            upto.entry(key).and_modify(|c| *c = (*c).min(cursor)).or_insert(cursor);
+        }
+        for ((publisher, topic), cursor) in upto {
+            let route = self.routes.iter().find(|r| r.sub.publisher == publisher).expect("a route per key");
+            let retention = route.publisher.spec().events.retention_secs;
+            let before = now_ms() - (retention.min(i64::MAX as u64 / 1000) as i64) * 1000;
+            route.publisher.with_db(|c| {
+                let last: Option<i64> = c.query_row(
+                    "SELECT max(seq) FROM _moat_outbox WHERE topic = ?1 AND seq <= ?2 AND published_ms < ?3",
+                    rusqlite::params![topic, cursor, before],
+                    |r| r.get(0),
+                )?;
+                if let Some(last) = last {
+                    c.execute("DELETE FROM _moat_outbox WHERE topic = ?1 AND seq <= ?2", rusqlite::params![topic, last])?;
+                    c.execute(
+                        "INSERT INTO _moat_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        rusqlite::params![format!("pruned:{topic}"), last],
+                    )?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Route {
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, RouteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&conn)?)
+    }
+
+    /// The subscriber's cursor: from memory, or read once from its database.
+    fn cursor(&self) -> Result<i64> {
+        if let Some(c) = self.lock_state().cursor {
+            return Ok(c);
+        }
+        let (publisher, topic) = (&self.sub.publisher, &self.sub.topic);
+        let cursor = self.subscriber.with_db(|c| {
+            c.query_row(
+                "SELECT seq FROM _moat_cursor WHERE publisher = ?1 AND topic = ?2",
+                [publisher, topic],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(|c| c.unwrap_or(0))
+        })?;
+        self.lock_state().cursor = Some(cursor);
+        Ok(cursor)
+    }
+
+    /// The publisher's last event on this topic.
+    fn head(&self) -> Result<i64> {
+        let topic = &self.sub.topic;
+        let head: Option<i64> =
+            self.read(|c| c.query_row("SELECT max(seq) FROM _moat_outbox WHERE topic = ?1", [topic], |r| r.get(0)))?;
+        Ok(head.unwrap_or(0))
+    }
+
+    fn step(&self) -> Result<Step> {
+        if let Some(f) = &self.lock_state().failing {
+            if Instant::now() < f.retry_at {
+                return Ok(Step::Waiting(f.retry_at));
+            }
+        }
+        let cursor = self.cursor()?;
+        let settings = &self.subscriber.spec().events;
+        let topic = &self.sub.topic;
+        let batch: Vec<OutboxEvent> = self.read(|c| {
+            c.prepare_cached(
+                "SELECT seq, event, payload, published_ms FROM _moat_outbox
+                 WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?
+            .query_map(rusqlite::params![topic, cursor, settings.batch], |r| {
+                Ok(OutboxEvent { seq: r.get(0)?, topic: topic.clone(), event: r.get(1)?, payload: r.get(2)?, published_ms: r.get(3)? })
+            })?
+            .collect()
+        })?;
+        if batch.is_empty() {
+            return Ok(Step::Idle);
+        }
+
+        let handled = self.subscriber.handle_events(&self.sub.publisher, topic, &self.sub.handler, &batch)?;
+        let mut state = self.lock_state();
+        if let Some(through) = handled.through {
+            state.cursor = Some(through);
+        }
+        let Some((seq, error)) = handled.failed else {
+            state.failing = None;
+            return Ok(Step::Delivered(handled.applied));
+        };
+        let attempts = match &state.failing {
+            Some(f) if f.seq == seq => f.attempts + 1,
+            _ => 1,
+        };
+        let (subscriber, publisher) = (self.subscriber.name(), &self.sub.publisher);
+        if attempts >= settings.max_attempts {
+            let event = batch.iter().find(|e| e.seq == seq).expect("the failed event is in the batch");
+            super::dead_letters::bury(&self.subscriber, publisher, event, &error, attempts)?;
+            tracing::warn!(subscriber, publisher, seq, attempts, "dead-lettered {} event: {error}", event.event);
+            state.cursor = Some(seq);
+            state.failing = None;
+            return Ok(Step::Delivered(handled.applied + 1));
+        }
+        let backoff = Duration::from_millis(settings.retry_backoff_ms.saturating_mul(1 << (attempts - 1).min(20)))
+            .min(Duration::from_secs(60));
+        let retry_at = Instant::now() + backoff;
+        tracing::info!(subscriber, publisher, seq, attempts, "handler failed, retrying in {backoff:?}: {error}");
+        state.failing = Some(Failing { seq, attempts, retry_at });
+        Ok(if handled.applied > 0 { Step::Delivered(handled.applied) } else { Step::Waiting(retry_at) })
+    }
+}
