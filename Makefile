@@ -11,7 +11,7 @@ DEMO   := target/demo
 
 # Components of the shop, and test-only components loaded by tests/.
 COMPONENTS      := product order
-TEST_COMPONENTS := probe stray
+TEST_COMPONENTS := probe stray listener
 
 GUEST_BUILD = $(CARGO) build --profile guest --target wasm32-wasip2
 

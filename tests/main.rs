@@ -7,4 +7,5 @@ mod common;
 
 mod integration_bad_input;
 mod integration_boundary;
+mod integration_events;
 mod integration_skeleton;

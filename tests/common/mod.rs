@@ -129,10 +129,14 @@ pub fn call(app: &App, component: &str, wave: &str) -> anyhow::Result<String> {
     Ok(results.first().map(moat::values::to_wave).unwrap_or_default())
 }
 
-/// The user tables of a database (SQLite's own left out), sorted.
+/// The component's own tables in a database (SQLite's and the host's
+/// `_moat_*` left out), sorted.
 pub fn tables(db: &rusqlite::Connection) -> Vec<String> {
     let mut stmt = db
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table'
+             AND name NOT LIKE 'sqlite%' AND substr(name, 1, 6) != '_moat_' ORDER BY name",
+        )
         .unwrap();
     stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
 }

@@ -15,8 +15,8 @@ pub struct Args {
     /// FUNCTION may be qualified by its interface: 'catalog.get-product(...)'.
     call: String,
 
-    /// Exit as soon as the call commits, without delivering the events it
-    /// published (they are delivered by the next moat that opens the app).
+    /// Neither deliver pending events before the call nor those it published
+    /// after it: they wait in the outbox for the next moat run.
     #[arg(long)]
     no_wait: bool,
 }
@@ -31,9 +31,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
 
     let data_dir = ctx.data_dir(plan.manifest());
     let app = plan.open(&data_dir)?;
+    // Deliver anything an earlier run left pending, then the call, then what
+    // it published: a script sees a settled app before and after.
+    if !args.no_wait {
+        settle(&app)?;
+    }
     let results = app.call(&function, &params);
-    // Deliver what the call published, and anything still pending from
-    // earlier runs, so that a script sees a settled app.
     if !args.no_wait {
         settle(&app)?;
     }

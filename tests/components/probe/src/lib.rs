@@ -13,6 +13,8 @@ mod bindings {
 }
 
 use bindings::exports::test::probe::probe::Guest;
+use bindings::test::probe::events::ProbeEvent;
+use bindings::test::probe::publish::publish;
 use moat_sdk::store::{self, Value};
 
 struct Probe;
@@ -41,6 +43,22 @@ impl Guest for Probe {
 
     fn read_file(path: String) -> Result<String, String> {
         std::fs::read_to_string(&path).map_err(|e| e.to_string())
+    }
+
+    fn publish(note: String, count: u32) {
+        for _ in 0..count {
+            publish(&ProbeEvent::Note(note.clone()));
+        }
+    }
+
+    fn publish_then_fail(note: String) -> Result<(), String> {
+        publish(&ProbeEvent::Note(note));
+        Err("failing after publishing, as asked".into())
+    }
+
+    fn publish_then_trap(note: String) {
+        publish(&ProbeEvent::Note(note));
+        panic!("trapping after publishing, as asked");
     }
 }
 
