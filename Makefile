@@ -44,20 +44,40 @@ run: build
 	@rm -rf $(DEMO)
 	@echo
 	@echo "== product owns the catalog. Create two products (prices in cents: 2599 is 25.99)."
+	@echo "   Each publishes a created event; order keeps its own replica of names and prices."
 	$(MOAT_DEMO) call product 'create-product({product-id: "PROD001", name: "Wireless Mouse", price: 2599, stock: 150})'
 	$(MOAT_DEMO) call product 'create-product({product-id: "PROD005", name: "Mechanical Keyboard", price: 7999, stock: 40})'
 	@echo
-	@echo "== order owns orders. Place ORD12345 for CUST987; order asks product for names and prices"
-	@echo "   through the host and keeps its own copy in each item."
+	@echo "== order owns orders. Place ORD12345 for CUST987: each item keeps its own copy of name and price."
 	$(MOAT_DEMO) call order 'place-order("ORD12345", "CUST987", [{product-id: "PROD001", quantity: 2}, {product-id: "PROD005", quantity: 1}])'
 	@echo
 	@echo "== The order, read back from order's own database:"
 	$(MOAT_DEMO) call order 'get-order("ORD12345")'
-	@$(MOAT_DEMO) call order 'get-order("ORD12345")' \
-	  | grep -o 'product-id: "[^"]*", quantity: [0-9]*, product-name: "[^"]*", unit-price: [0-9]*' \
-	  | sed -E 's/product-id: "([^"]*)", quantity: ([0-9]*), product-name: "([^"]*)", unit-price: ([0-9]*)/\2 \3 \1 \4/' \
-	  | awk '{ price = $$NF; id = $$(NF-1); qty = $$1; $$1 = ""; $$NF = ""; $$(NF-1) = ""; sub(/^ +/, ""); sub(/ +$$/, ""); \
-	           printf "   %s x %-22s (%s) at %d.%02d\n", qty, $$0, id, price / 100, price % 100 }'
+	@$(MOAT_DEMO) call order 'get-order("ORD12345")' | $(RECEIPT)
+	@echo
+	@echo "== A price change reaches the pending order through an event:"
+	$(MOAT_DEMO) call product 'set-price("PROD001", 2799)'
+	@$(MOAT_DEMO) call order 'get-order("ORD12345")' | $(RECEIPT)
+	@echo
+	@echo "== Submitting locks the prices and asks product for stock; product reserves it and the order is confirmed:"
+	$(MOAT_DEMO) call order 'submit-order("ORD12345")'
+	$(MOAT_DEMO) call order 'get-order("ORD12345")'
+	$(MOAT_DEMO) call product 'list-products()'
+	@echo
+	@echo "== An order for more keyboards than are left is rejected, and no stock moves:"
+	$(MOAT_DEMO) call order 'place-order("ORD12346", "CUST987", [{product-id: "PROD001", quantity: 1}, {product-id: "PROD005", quantity: 100}])'
+	$(MOAT_DEMO) call order 'submit-order("ORD12346")'
+	$(MOAT_DEMO) call order 'get-order("ORD12346")'
+	$(MOAT_DEMO) call product 'list-products()'
+	@echo
+	@echo "== The events that carried all this, and who has them:"
+	$(MOAT_DEMO) events
 	@echo
 	@echo "== Each component wrote only its own database:"
 	@ls -1 $(DEMO)/*.db
+
+# Prints the items of an order in WAVE as "2 x Wireless Mouse (PROD001) at 25.99".
+RECEIPT = grep -o 'product-id: "[^"]*", quantity: [0-9]*, product-name: "[^"]*", unit-price: [0-9]*' \
+	| sed -E 's/product-id: "([^"]*)", quantity: ([0-9]*), product-name: "([^"]*)", unit-price: ([0-9]*)/\2 \3 \1 \4/' \
+	| awk '{ price = $$NF; id = $$(NF-1); qty = $$1; $$1 = ""; $$NF = ""; $$(NF-1) = ""; sub(/^ +/, ""); sub(/ +$$/, ""); \
+	         printf "   %s x %-22s (%s) at %d.%02d\n", qty, $$0, id, price / 100, price % 100 }'

@@ -7,5 +7,6 @@ mod common;
 
 mod integration_bad_input;
 mod integration_boundary;
+mod integration_crash;
 mod integration_events;
 mod integration_skeleton;
