@@ -58,7 +58,7 @@ fn sql_beyond_the_components_own_tables_is_denied_as_an_error() {
     // The host's own record survived the attempts.
     assert_eq!(count(&app.db("probe"), "_moat_meta"), 0);
     assert_eq!(
-        app.db("product").query_row("SELECT value FROM _moat_meta WHERE key = 'schema_version'", [], |r| r.get::<_, i64>(0)).unwrap(),
-        1
+        app.db("product").query_row("SELECT value FROM _moat_meta WHERE key = 'schema_version'", [], |r| r.get::<_, String>(0)).unwrap(),
+        "1.0"
     );
 }

@@ -23,7 +23,7 @@ use crate::engine::{Compiled, EPOCH_TICK};
 use crate::events::{self, OutboxEvent, Signal};
 use crate::log::{GuestLog, LogStream, Stdio};
 use crate::manifest::{ComponentSpec, Limits};
-use crate::store::Db;
+use crate::store::{Db, SchemaVersion};
 
 /// The data of one instance's Wasmtime store: what its imports reach.
 pub struct InstanceState {
@@ -437,13 +437,16 @@ fn instantiate(engine: &Engine, name: &Arc<str>, limits: &Limits, version: &Vers
 }
 
 /// Runs the component's `moat:platform/schema.migrate`, if it exports one,
-/// in a unit of work of its own.
-fn migrate(live: &mut Live, name: &str, version: &Version, limits: &Limits) -> Result<()> {
-    let Some(schema) = version.contract.export_like("moat:platform", "schema") else { return Ok(()) };
+/// in a unit of work of its own; returns the schema version it leaves.
+fn migrate(live: &mut Live, name: &str, version: &Version, limits: &Limits) -> Result<Option<SchemaVersion>> {
+    let Some(schema) = version.contract.export_like("moat:platform", "schema") else { return Ok(None) };
     let schema = schema.name.clone();
-    let db = &mut live.store.data_mut().db;
-    let found = db.schema_version()?;
-    let results = match live.run(&schema, "migrate", &[Val::U32(found)], limits) {
+    let found = live.store.data_mut().db.schema_version()?;
+    let shown = found.map_or("none (a new database)".to_string(), |v| v.to_string());
+    let arg = Val::Option(found.map(|v| {
+        Box::new(Val::Record(vec![("major".into(), Val::U32(v.major)), ("minor".into(), Val::U32(v.minor))]))
+    }));
+    let results = match live.run(&schema, "migrate", &[arg], limits) {
         Ok(results) => results,
         Err(failure) => {
             live.store.data_mut().db.rollback();
@@ -451,30 +454,40 @@ fn migrate(live: &mut Live, name: &str, version: &Version, limits: &Limits) -> R
                 Failure::Missing => "it exports no `migrate` function".to_string(),
                 Failure::Trapped(reason) => reason,
             };
-            bail!("component `{name}` failed to migrate its database from schema version {found}: {why}; the database is unchanged");
+            bail!("component `{name}` failed to migrate its database from schema {shown}: {why}; the database is unchanged");
         }
     };
     let db = &mut live.store.data_mut().db;
-    match results.first() {
-        Some(Val::Result(Ok(Some(v)))) if matches!(**v, Val::U32(_)) => {
-            let Val::U32(to) = **v else { unreachable!() };
-            if to != found {
+    let outcome = match results.first() {
+        Some(Val::Result(Ok(Some(v)))) => match &**v {
+            Val::Record(fields) => match fields.as_slice() {
+                [(_, Val::U32(major)), (_, Val::U32(minor))] => Ok(SchemaVersion { major: *major, minor: *minor }),
+                _ => Err(None),
+            },
+            _ => Err(None),
+        },
+        Some(Val::Result(Err(Some(why)))) => Err(Some(match &**why {
+            Val::String(s) => s.clone(),
+            other => crate::values::to_wave(other),
+        })),
+        _ => Err(None),
+    };
+    match outcome {
+        Ok(to) => {
+            if found != Some(to) {
                 db.set_schema_version(to)?;
-                tracing::info!(component = name, from = found, to, "migrated the database");
+                tracing::info!(component = name, from = %shown, to = %to, "migrated the database");
             }
-            db.commit()
+            db.commit()?;
+            Ok(Some(to))
         }
-        Some(Val::Result(Err(Some(why)))) => {
+        Err(Some(why)) => {
             db.rollback();
-            let why = match &**why {
-                Val::String(s) => s.clone(),
-                other => format!("{other:?}"),
-            };
-            bail!("component `{name}` refused to migrate its database from schema version {found}: {why}; the database is unchanged")
+            bail!("component `{name}` refused to migrate its database from schema {shown}: {why}; the database is unchanged")
         }
-        _ => {
+        Err(None) => {
             db.rollback();
-            bail!("component `{name}`: `migrate` must have the type func(found: u32) -> result<u32, string>")
+            bail!("component `{name}`: `migrate` must return result<schema-version, string>")
         }
     }
 }

@@ -25,11 +25,35 @@ use anyhow::{Context, Result};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags, ToSql};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql};
 
 use crate::manifest::{Limits, SqliteSettings};
 
 use crate::platform::moat::platform::store::{self, Error, Rows, Value};
+
+/// The version of a component's tables, as its `migrate` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SchemaVersion {
+    /// Incompatible changes.
+    pub major: u32,
+    /// Additive changes.
+    pub minor: u32,
+}
+
+impl std::fmt::Display for SchemaVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl std::str::FromStr for SchemaVersion {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let (major, minor) = s.split_once('.').with_context(|| format!("schema version {s:?} is not MAJOR.MINOR"))?;
+        Ok(SchemaVersion { major: major.parse()?, minor: minor.parse()? })
+    }
+}
 
 /// Prefix of the tables the host keeps in every component database.
 pub const RESERVED_PREFIX: &str = "_moat_";
@@ -170,20 +194,21 @@ impl Db {
         self.host(|c| c.execute_batch("ROLLBACK TO moat_step; RELEASE moat_step"))
     }
 
-    /// Reads the schema version the component's `migrate` last returned.
-    pub fn schema_version(&mut self) -> Result<u32> {
-        self.host(|c| {
+    /// The schema version the component's `migrate` last returned, if any.
+    pub fn schema_version(&mut self) -> Result<Option<SchemaVersion>> {
+        let text: Option<String> = self.host(|c| {
             c.query_row(&format!("SELECT value FROM {RESERVED_PREFIX}meta WHERE key = 'schema_version'"), [], |r| r.get(0))
-                .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(0) } else { Err(e) })
-        })
+                .optional()
+        })?;
+        text.map(|t| t.parse()).transpose()
     }
 
     /// Records the schema version, in the current unit of work.
-    pub fn set_schema_version(&mut self, version: u32) -> Result<()> {
+    pub fn set_schema_version(&mut self, version: SchemaVersion) -> Result<()> {
         self.host(|c| {
             c.execute(
                 &format!("INSERT INTO {RESERVED_PREFIX}meta (key, value) VALUES ('schema_version', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1"),
-                [version],
+                [version.to_string()],
             )
         })?;
         Ok(())

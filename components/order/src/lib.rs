@@ -26,7 +26,7 @@ mod bindings {
     });
 }
 
-use bindings::exports::moat::platform::schema;
+use bindings::exports::moat::platform::schema::{self, SchemaVersion};
 use bindings::exports::shop::order::orders::{self, OrderError};
 use bindings::exports::shop::product::handler;
 use bindings::shop::order::events::{OrderEvent, SubmittedOrder};
@@ -40,13 +40,13 @@ struct Orders;
 
 bindings::export!(Orders with_types_in bindings);
 
-/// The schema version this build creates and serves.
-const SCHEMA_VERSION: u32 = 1;
+/// The schema this build creates; it serves any 1.x (later minors only add).
+const SCHEMA: SchemaVersion = SchemaVersion { major: 1, minor: 0 };
 
 impl schema::Guest for Orders {
-    fn migrate(found: u32) -> Result<u32, String> {
+    fn migrate(found: Option<SchemaVersion>) -> Result<SchemaVersion, String> {
         match found {
-            0 => {
+            None => {
                 sql::execute_batch(
                     "CREATE TABLE orders (
                         order_id    TEXT PRIMARY KEY,
@@ -70,11 +70,12 @@ impl schema::Guest for Orders {
                     )",
                 )
                 .map_err(|e| format!("creating the order tables: {e:?}"))?;
-                Ok(SCHEMA_VERSION)
+                Ok(SCHEMA)
             }
-            SCHEMA_VERSION => Ok(SCHEMA_VERSION),
-            newer => Err(format!(
-                "the database has order schema {newer}, newer than this build's {SCHEMA_VERSION}"
+            Some(v) if v.major == SCHEMA.major => Ok(v),
+            Some(v) => Err(format!(
+                "the database has order schema {}.{}, which this build (schema {}.x) cannot serve",
+                v.major, v.minor, SCHEMA.major
             )),
         }
     }

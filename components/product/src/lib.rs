@@ -19,7 +19,7 @@ mod bindings {
 
 use std::collections::BTreeMap;
 
-use bindings::exports::moat::platform::schema;
+use bindings::exports::moat::platform::schema::{self, SchemaVersion};
 use bindings::exports::shop::order::handler;
 use bindings::exports::shop::product::catalog::{self, CatalogError};
 use bindings::shop::order::events::OrderEvent;
@@ -34,13 +34,13 @@ struct Product;
 
 bindings::export!(Product with_types_in bindings);
 
-/// The schema version this build creates and serves.
-const SCHEMA_VERSION: u32 = 1;
+/// The schema this build creates; it serves any 1.x (later minors only add).
+const SCHEMA: SchemaVersion = SchemaVersion { major: 1, minor: 0 };
 
 impl schema::Guest for Product {
-    fn migrate(found: u32) -> Result<u32, String> {
+    fn migrate(found: Option<SchemaVersion>) -> Result<SchemaVersion, String> {
         match found {
-            0 => {
+            None => {
                 sql::execute_batch(
                     "CREATE TABLE products (
                         product_id TEXT PRIMARY KEY,
@@ -60,11 +60,12 @@ impl schema::Guest for Product {
                     )",
                 )
                 .map_err(|e| format!("creating the product tables: {e:?}"))?;
-                Ok(SCHEMA_VERSION)
+                Ok(SCHEMA)
             }
-            SCHEMA_VERSION => Ok(SCHEMA_VERSION),
-            newer => Err(format!(
-                "the database has product schema {newer}, newer than this build's {SCHEMA_VERSION}"
+            Some(v) if v.major == SCHEMA.major => Ok(v),
+            Some(v) => Err(format!(
+                "the database has product schema {}.{}, which this build (schema {}.x) cannot serve",
+                v.major, v.minor, SCHEMA.major
             )),
         }
     }

@@ -20,7 +20,7 @@ mod bindings {
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use bindings::exports::moat::platform::schema;
+use bindings::exports::moat::platform::schema::{self, SchemaVersion};
 use bindings::exports::shop::product::handler;
 use bindings::exports::test::listener::control;
 use bindings::shop::product::events::ProductEvent;
@@ -37,15 +37,15 @@ thread_local! {
 }
 
 impl schema::Guest for Listener {
-    fn migrate(found: u32) -> Result<u32, String> {
-        if found == 0 {
+    fn migrate(found: Option<SchemaVersion>) -> Result<SchemaVersion, String> {
+        if found.is_none() {
             sql::execute_batch(
                 "CREATE TABLE seen (n INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL);
                  CREATE TABLE flags (name TEXT PRIMARY KEY)",
             )
             .map_err(|e| format!("{e:?}"))?;
         }
-        Ok(1)
+        Ok(SchemaVersion { major: 1, minor: 0 })
     }
 }
 
