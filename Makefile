@@ -10,8 +10,8 @@ MOAT   := target/release/moat
 DEMO   := target/demo
 
 # Components of the shop, and test-only components loaded by tests/.
-COMPONENTS      := product order
-TEST_COMPONENTS := probe stray listener
+COMPONENTS      := product order product-v2
+TEST_COMPONENTS := probe stray listener product-major2 product-dropped product-bad-migrate product-trap-init
 
 GUEST_BUILD = $(CARGO) build --profile guest --target wasm32-wasip2
 

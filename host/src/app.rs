@@ -10,17 +10,18 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use wasmtime::component::Val;
 use wasmtime::component::types::ComponentFunc;
 
-use crate::component::{CallError, Component, Version};
+use crate::component::{CallError, Component, ComponentStatus, Version};
 use crate::contract::{self, Contract};
 use crate::engine::{Compiled, Runtime};
-use crate::events::{self, Dispatcher, Settled, Signal, Subscription};
+use crate::events::{self, Dispatcher, RouteStatus, Settled, Signal, Subscription};
+use crate::swap::Deployments;
 use crate::linker::{self, Grant, Grants};
 use crate::manifest::{ComponentSpec, Manifest};
 
@@ -32,12 +33,16 @@ pub struct Plan {
     parts: Vec<Part>,
     /// Who handles whose events.
     subscriptions: Vec<Subscription>,
+    /// The data directory it was planned for.
+    data_dir: PathBuf,
 }
 
 /// One component of a plan.
 pub struct Part {
     /// Its name in the manifest.
     pub name: String,
+    /// The swapped-in build it runs instead of the manifest's, if any.
+    pub swapped: Option<PathBuf>,
     /// Its manifest table.
     pub spec: ComponentSpec,
     /// Its compiled code.
@@ -70,13 +75,22 @@ impl FunctionRef {
 }
 
 impl Plan {
-    /// Compiles every component of `manifest` and checks the wiring.
-    /// Touches no data directory.
-    pub fn new(manifest: Manifest, runtime: Runtime) -> Result<Plan> {
+    /// Compiles every component of `manifest` and checks the wiring. Reads
+    /// (never writes) `data_dir` for builds swapped in since the manifest
+    /// named its own.
+    pub fn new(manifest: Manifest, runtime: Runtime, data_dir: &Path) -> Result<Plan> {
+        let deployments = Deployments::load(data_dir)?;
         let mut compiled = BTreeMap::new();
         let mut contracts = BTreeMap::new();
+        let mut swapped = BTreeMap::new();
         for (name, spec) in &manifest.components {
-            let path = manifest.wasm_path(spec);
+            let mut path = manifest.wasm_path(spec);
+            if deployments.0.contains_key(name) {
+                if let Some(build) = deployments.build_for(data_dir, name, &file_digest(&path).unwrap_or_default()) {
+                    swapped.insert(name.clone(), build.clone());
+                    path = build;
+                }
+            }
             let c = runtime
                 .load(&path)
                 .with_context(|| format!("loading component `{name}` ({})", manifest.path.display()))?;
@@ -107,6 +121,7 @@ impl Plan {
         let parts = order
             .into_iter()
             .map(|name| Part {
+                swapped: swapped.remove(&name),
                 spec: manifest.components[&name].clone(),
                 compiled: compiled.remove(&name).expect("compiled every component"),
                 contract: contracts.remove(&name).expect("read every contract"),
@@ -114,7 +129,12 @@ impl Plan {
                 name,
             })
             .collect();
-        Ok(Plan { runtime, manifest, parts, subscriptions })
+        Ok(Plan { runtime, manifest, parts, subscriptions, data_dir: data_dir.to_path_buf() })
+    }
+
+    /// The data directory it was planned for.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// Who handles whose events.
@@ -142,12 +162,24 @@ impl Plan {
         find_function(component, &part.contract, name)
     }
 
-    /// Locks `data_dir`, opens every component's database there and starts
-    /// the components.
-    pub fn open(self, data_dir: &Path) -> Result<App> {
+    /// Locks the data directory (waiting for another one-shot moat to finish
+    /// with it), opens every component's database there and starts them.
+    pub fn open(self) -> Result<App> {
+        self.open_with(Wait::Yes)
+    }
+
+    /// Like [`Plan::open`], but refuses at once if another process holds
+    /// the data directory: what a long-running host wants.
+    pub fn open_now(self) -> Result<App> {
+        self.open_with(Wait::No)
+    }
+
+    fn open_with(self, wait: Wait) -> Result<App> {
+        let data_dir = self.data_dir.clone();
+        let data_dir = data_dir.as_path();
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-        let lock = DataLock::acquire(data_dir)?;
+        let lock = DataLock::acquire(data_dir, wait)?;
         let engine = self.runtime.engine().clone();
         let signal = Arc::new(Signal::default());
         let mut components: BTreeMap<String, Arc<Component>> = BTreeMap::new();
@@ -159,22 +191,34 @@ impl Plan {
                 .instantiate_pre(&part.compiled.component)
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("linking component `{}`", part.name))?;
-            let version = Version { compiled: part.compiled, contract: part.contract, pre };
+            let version = Version { compiled: part.compiled, contract: part.contract, grants: part.grants, pre };
             let db_path = db_path(data_dir, &part.name);
             let component = Component::start(&engine, &part.name, part.spec, &db_path, version, signal.clone())?;
             components.insert(part.name, Arc::new(component));
         }
         let dispatcher = Dispatcher::new(&self.subscriptions, &components, signal)?;
-        Ok(App { manifest: self.manifest, data_dir: data_dir.to_path_buf(), components, dispatcher, _lock: lock })
+        Ok(App {
+            runtime: self.runtime,
+            manifest: self.manifest,
+            data_dir: data_dir.to_path_buf(),
+            components,
+            dispatcher,
+            swapping: Mutex::new(()),
+            _lock: lock,
+        })
     }
 }
 
 /// A running app.
 pub struct App {
+    /// Before the components: its outbox readers close first (see `Route`).
+    dispatcher: Dispatcher,
+    pub(crate) runtime: Runtime,
     manifest: Manifest,
     data_dir: PathBuf,
     components: BTreeMap<String, Arc<Component>>,
-    dispatcher: Dispatcher,
+    /// Held during a swap: one at a time.
+    pub(crate) swapping: Mutex<()>,
     _lock: DataLock,
 }
 
@@ -218,6 +262,25 @@ impl App {
     /// Every component, by name.
     pub fn components(&self) -> impl Iterator<Item = &Arc<Component>> {
         self.components.values()
+    }
+
+    pub(crate) fn component_map(&self) -> BTreeMap<String, Arc<Component>> {
+        self.components.clone()
+    }
+
+    /// SHA-256 of the build the manifest names for `name`.
+    pub(crate) fn manifest_digest(&self, name: &str) -> Result<String> {
+        let spec = &self.manifest.components[name];
+        file_digest(&self.manifest.wasm_path(spec))
+    }
+
+    /// Where every component and subscription stands.
+    pub fn status(&self) -> Result<Status> {
+        Ok(Status {
+            data_dir: self.data_dir.clone(),
+            components: self.components().map(|c| c.status()).collect(),
+            subscriptions: self.dispatcher.status()?,
+        })
     }
 
     /// The event dispatcher.
@@ -292,9 +355,26 @@ fn listing(contract: &Contract) -> String {
     lines.join("\n")
 }
 
+/// SHA-256 of a file, hex.
+fn file_digest(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(crate::engine::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)))
+}
+
+/// Where an app stands, for `moat status`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Each component.
+    pub components: Vec<ComponentStatus>,
+    /// Each subscription, with how far behind it is.
+    pub subscriptions: Vec<RouteStatus>,
+}
+
 /// Orders components so that every provider starts before its callers, or
 /// refuses a cycle of calls, naming it.
-fn start_order(grants: &BTreeMap<String, Grants>) -> Result<Vec<String>> {
+pub(crate) fn start_order(grants: &BTreeMap<String, Grants>) -> Result<Vec<String>> {
     let calls = |name: &str| -> Vec<String> {
         grants[name]
             .iter()
@@ -347,16 +427,29 @@ fn start_order(grants: &BTreeMap<String, Grants>) -> Result<Vec<String>> {
     Ok(order)
 }
 
+/// Whether another process holds the data directory's lock.
+pub fn data_dir_in_use(dir: &Path) -> bool {
+    let Ok(file) = File::options().write(true).open(dir.join("moat.lock")) else { return false };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
 /// An exclusive lock on a data directory: one host per directory, so two
 /// processes never write one database.
 struct DataLock {
     _file: File,
 }
 
+/// Whether to wait for a data directory another process holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Yes,
+    No,
+}
+
 impl DataLock {
     const WAIT: Duration = Duration::from_secs(30);
 
-    fn acquire(dir: &Path) -> Result<DataLock> {
+    fn acquire(dir: &Path, wait: Wait) -> Result<DataLock> {
         let path = dir.join("moat.lock");
         let file = File::options()
             .create(true)
@@ -370,6 +463,14 @@ impl DataLock {
             match file.try_lock() {
                 Ok(()) => return Ok(DataLock { _file: file }),
                 Err(std::fs::TryLockError::WouldBlock) => {
+                    if wait == Wait::No {
+                        let host = std::fs::read_to_string(dir.join(crate::control::ADDR_FILE)).ok();
+                        bail!(
+                            "the data directory {} is in use by another moat process{}; stop it first, or use another --data directory",
+                            dir.display(),
+                            host.map(|a| format!(" (a host serving at {})", a.trim())).unwrap_or_default()
+                        );
+                    }
                     if start.elapsed() > Self::WAIT {
                         bail!(
                             "another moat process has held the data directory {} for {}s; stop it, or use another --data directory",

@@ -20,13 +20,15 @@ use crate::component::{Component, InstanceState};
 use crate::contract::Interface;
 
 /// Defines every function of the imported interface `import` on `linker`,
-/// each forwarding to `export` of `provider`.
-pub fn forward(linker: &mut Linker<InstanceState>, import: &Interface, provider: Arc<Component>, export: &str) -> Result<()> {
+/// each forwarding to `provider`, to whichever of its versions serves then:
+/// a swap of the provider is invisible to its callers.
+pub fn forward(linker: &mut Linker<InstanceState>, import: &Interface, provider: Arc<Component>) -> Result<()> {
     let mut instance = linker.instance(&import.name)?;
+    let id = Arc::new(import.id.clone());
     for func in &import.funcs {
-        let (provider, export, name) = (provider.clone(), Arc::<str>::from(export), Arc::<str>::from(func.name.as_str()));
+        let (provider, id, name) = (provider.clone(), id.clone(), Arc::<str>::from(func.name.as_str()));
         instance.func_new(&func.name, move |_caller, _ty, params, results| {
-            let out = provider.call(&export, &name, params).map_err(|e| wasmtime::format_err!("{e}"))?;
+            let out = provider.call_import(&id, &name, params).map_err(|e| wasmtime::format_err!("{e}"))?;
             for (slot, value) in results.iter_mut().zip(out) {
                 *slot = value;
             }

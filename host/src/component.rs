@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use rusqlite::Connection;
@@ -18,7 +20,8 @@ use wasmtime::component::{Func, Instance, InstancePre, ResourceTable, Val};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::contract::Contract;
+use crate::contract::{Contract, InterfaceId};
+use crate::linker::Grants;
 use crate::engine::{Compiled, EPOCH_TICK};
 use crate::events::{self, OutboxEvent, Signal};
 use crate::log::{GuestLog, LogStream, Stdio};
@@ -62,8 +65,40 @@ pub struct Version {
     pub compiled: Compiled,
     /// Its imports and exports.
     pub contract: Contract,
+    /// How each of its imports is served.
+    pub grants: Grants,
     /// Linked against this host: instantiating from here takes microseconds.
     pub pre: InstancePre<InstanceState>,
+}
+
+/// A component's counters, for `moat status`.
+#[derive(Default)]
+pub struct Stats {
+    /// Calls run (including forwarded ones and event deliveries are not counted).
+    pub calls: AtomicU64,
+    /// Calls that trapped or could not commit.
+    pub failures: AtomicU64,
+}
+
+/// What `moat status` shows of a component.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ComponentStatus {
+    /// Its name in the manifest.
+    pub name: String,
+    /// The version of the contract it exports.
+    pub version: Option<String>,
+    /// Its database's schema version.
+    pub schema: Option<String>,
+    /// SHA-256 of the build serving now.
+    pub sha256: String,
+    /// The `.wasm` it was loaded from.
+    pub source: PathBuf,
+    /// Seconds since this version started serving.
+    pub uptime_secs: f64,
+    /// Calls served since the host started.
+    pub calls: u64,
+    /// Calls that failed (trapped or could not commit) since the host started.
+    pub failures: u64,
 }
 
 /// Why a call failed. (A function that returns `err` has not failed: its
@@ -88,6 +123,7 @@ pub struct Component {
     slot: Mutex<Slot>,
     /// Told whenever a unit of work of this component commits events.
     signal: Arc<Signal>,
+    stats: Stats,
 }
 
 /// What handling a batch of events did.
@@ -103,6 +139,10 @@ pub struct Handled {
 /// What the mutex guards: the current version and its live instance.
 struct Slot {
     version: Arc<Version>,
+    /// When `version` started serving.
+    since: Instant,
+    /// The schema version its migration left.
+    schema: Option<SchemaVersion>,
     /// `None` only while an instance is being replaced.
     live: Option<Live>,
     /// The instance trapped: replace it before the next call.
@@ -135,15 +175,83 @@ impl Component {
         let mut live = instantiate(engine, &name, &spec.limits, &version, db)
             .map_err(|(e, _)| e)
             .with_context(|| format!("starting component `{name}`"))?;
-        migrate(&mut live, &name, &version, &spec.limits)?;
+        let schema = migrate(&mut live, &name, &version, &spec.limits)?;
         Ok(Component {
             name,
             spec,
             db_path: db_path.to_path_buf(),
             engine: engine.clone(),
-            slot: Mutex::new(Slot { version, live: Some(live), broken: false }),
+            slot: Mutex::new(Slot { version, since: Instant::now(), schema, live: Some(live), broken: false }),
             signal,
+            stats: Stats::default(),
         })
+    }
+
+    /// Switches to `new`: instantiates it on this component's database and
+    /// runs its migration, while holding the component, so calls already
+    /// running finish on the old version and later ones run on the new.
+    /// On any failure the old version keeps serving and the database is as
+    /// it was. Returns the schema version the migration left.
+    pub fn swap(&self, new: Version) -> Result<Option<SchemaVersion>> {
+        let new = Arc::new(new);
+        let mut slot = self.lock();
+        let old = slot.live.take().expect("a slot always has an instance between calls");
+        let db = old.store.into_data().db;
+        let failure = match instantiate(&self.engine, &self.name, &self.spec.limits, &new, db) {
+            Ok(mut live) => match migrate(&mut live, &self.name, &new, &self.spec.limits) {
+                Ok(schema) => {
+                    slot.version = new;
+                    slot.live = Some(live);
+                    slot.since = Instant::now();
+                    slot.schema = schema;
+                    slot.broken = false;
+                    return Ok(schema);
+                }
+                Err(e) => (e, live.store.into_data().db),
+            },
+            Err(failed) => failed,
+        };
+        // Put the old version back on the untouched database.
+        let (error, db) = failure;
+        match instantiate(&self.engine, &self.name, &self.spec.limits, &slot.version, db) {
+            Ok(live) => {
+                slot.live = Some(live);
+                slot.broken = false;
+                Err(error)
+            }
+            Err((e, _)) => Err(error.context(format!("and the old version could not be restarted: {e:#}"))),
+        }
+    }
+
+    /// Where this component stands.
+    pub fn status(&self) -> ComponentStatus {
+        let slot = self.lock();
+        ComponentStatus {
+            name: self.name.to_string(),
+            version: slot.version.contract.version().map(|v| v.to_string()),
+            schema: slot.schema.map(|s| s.to_string()),
+            sha256: slot.version.compiled.digest.clone(),
+            source: slot.version.compiled.source.clone(),
+            uptime_secs: slot.since.elapsed().as_secs_f64(),
+            calls: self.stats.calls.load(Ordering::Relaxed),
+            failures: self.stats.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Calls a function of the exported interface that serves `import` (a
+    /// caller's import, `shop:product/catalog@1.0.0`): whichever version is
+    /// serving now, say `shop:product/catalog@1.1.0`.
+    pub fn call_import(&self, import: &InterfaceId, func: &str, params: &[Val]) -> Result<Vec<Val>, CallError> {
+        let export = {
+            let slot = self.lock();
+            match slot.version.contract.exports.iter().find(|e| e.id.serves(import)) {
+                Some(e) => e.name.clone(),
+                None => {
+                    return Err(self.host_error(&import.to_string(), func, anyhow::anyhow!("no longer exported")));
+                }
+            }
+        };
+        self.call(&export, func, params)
     }
 
     /// Its manifest settings.
@@ -170,6 +278,15 @@ impl Component {
     /// the root of the world) as one unit of work: commits if it returns
     /// (and returns `ok`, when it returns a `result`), rolls back otherwise.
     pub fn call(&self, export: &str, func: &str, params: &[Val]) -> Result<Vec<Val>, CallError> {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.run_call(export, func, params);
+        if result.is_err() {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn run_call(&self, export: &str, func: &str, params: &[Val]) -> Result<Vec<Val>, CallError> {
         let mut slot = self.lock();
         let live = slot.live(&self.engine, &self.name, &self.spec.limits).map_err(|e| self.host_error(export, func, e))?;
         let outcome = live.run(export, func, params, &self.spec.limits);
@@ -196,13 +313,14 @@ impl Component {
         }
     }
 
-    /// Applies a batch of `publisher`'s events to this component's `handler`
-    /// export, in one unit of work that also advances the cursor: each event
+    /// Applies a batch of `publisher`'s events to this component's handler of
+    /// `topic`, in one unit of work that also advances the cursor: each event
     /// in a savepoint of its own, stopping at the first that fails.
-    pub fn handle_events(&self, publisher: &str, topic: &str, handler: &str, batch: &[OutboxEvent]) -> Result<Handled> {
+    pub fn handle_events(&self, publisher: &str, topic: &str, batch: &[OutboxEvent]) -> Result<Handled> {
         let mut slot = self.lock();
         let version = slot.version.clone();
-        let ty = handler_type(&version.contract, handler)?;
+        let (handler, ty) = handler_for(&version.contract, topic)?;
+        let handler = handler.as_str();
         let live = slot.live(&self.engine, &self.name, &self.spec.limits)?;
         let mut handled = Handled { applied: 0, through: None, failed: None };
         let mut trapped = false;
@@ -280,10 +398,11 @@ impl Component {
 
     /// Redrives one dead letter: handles it again in a unit of work that also
     /// removes it from the dead letters. `Ok(Err(why))` if the handler failed again.
-    pub fn redrive(&self, handler: &str, id: i64, payload: &str) -> Result<Result<(), String>> {
+    pub fn redrive(&self, topic: &str, id: i64, payload: &str) -> Result<Result<(), String>> {
         let mut slot = self.lock();
         let version = slot.version.clone();
-        let ty = handler_type(&version.contract, handler)?;
+        let (handler, ty) = handler_for(&version.contract, topic)?;
+        let handler = handler.as_str();
         let value = match wasm_wave::from_str::<Val>(&ty, payload) {
             Ok(v) => v,
             Err(e) => return Ok(Err(format!("the event does not fit the handler's type: {e}"))),
@@ -492,13 +611,16 @@ fn migrate(live: &mut Live, name: &str, version: &Version, limits: &Limits) -> R
     }
 }
 
-/// The event type a handler export takes.
-fn handler_type(contract: &Contract, handler: &str) -> Result<wasmtime::component::types::Type> {
-    contract
-        .export(handler)
-        .and_then(|i| i.func("handle"))
+/// The handler export of `topic`'s events, and the event type it takes.
+fn handler_for(contract: &Contract, topic: &str) -> Result<(String, wasmtime::component::types::Type)> {
+    let handler = contract
+        .export_like(topic, events::HANDLER)
+        .with_context(|| format!("this version does not handle {topic} events"))?;
+    let ty = handler
+        .func("handle")
         .and_then(|f| f.ty.params().next().map(|(_, t)| t))
-        .with_context(|| format!("this version does not export {handler} with a `handle` function"))
+        .with_context(|| format!("{} has no `handle` function", handler.name))?;
+    Ok((handler.name.clone(), ty))
 }
 
 /// Records how far a subscriber has read a publisher's events.

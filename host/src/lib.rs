@@ -10,6 +10,7 @@
 //! - `app`: loading an app (plan, then open) and calling into it.
 //! - `component`: one running component: instance, database, unit of work.
 //! - `values`: WAVE and JSON at the edges.
+//! - `control`: `moat up`'s control API (server) and the CLI's client of it.
 //!
 //! The capabilities a component can be granted, one module each:
 //! - `store`: its own SQLite database, behind a sandbox.
@@ -17,12 +18,14 @@
 //! - `calls`: calls to the interfaces other components export.
 //! - `events`: typed events through a transactional outbox, delivered
 //!   exactly once and in order, with retries and dead letters.
+//! - `swap`: replacing a component's version while the app runs.
 
 pub mod app;
 pub mod calls;
 pub mod cli;
 pub mod component;
 pub mod contract;
+pub mod control;
 pub mod engine;
 pub mod events;
 pub mod linker;
@@ -30,6 +33,7 @@ pub mod log;
 pub mod manifest;
 mod platform;
 pub mod store;
+pub mod swap;
 pub mod values;
 
 pub use app::{App, FunctionRef, Plan};

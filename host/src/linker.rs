@@ -181,7 +181,7 @@ pub fn build(engine: &Engine, grants: &Grants, provider: impl Fn(&str) -> Arc<Co
     }
     for (import, grant) in grants {
         match grant {
-            Grant::Call { provider: name, export } => crate::calls::forward(&mut linker, import, provider(name), export)?,
+            Grant::Call { provider: name, .. } => crate::calls::forward(&mut linker, import, provider(name))?,
             Grant::Publish { topic } => crate::events::link_publish(&mut linker, import, topic)?,
             _ => {}
         }

@@ -81,7 +81,7 @@ impl TestApp {
 
     /// Loads the app in-process with the library.
     pub fn open(&self) -> App {
-        self.plan().open(&self.data()).unwrap()
+        self.plan().open().unwrap()
     }
 
     /// Compiles and checks the app without opening its data.
@@ -90,7 +90,7 @@ impl TestApp {
     }
 
     pub fn try_plan(&self) -> anyhow::Result<Plan> {
-        Plan::new(Manifest::load(&self.manifest())?, Runtime::new(Some(cache_dir()))?)
+        Plan::new(Manifest::load(&self.manifest())?, Runtime::new(Some(cache_dir()))?, &self.data())
     }
 
     /// A read-only connection to a component's database.

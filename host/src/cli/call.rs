@@ -22,6 +22,14 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    if let Some(host) = ctx.remote()? {
+        let answer = host.call(&args.component, &args.call, !args.no_wait)?;
+        let shown = if ctx.json { answer.json.map(|j| j.to_string()) } else { answer.wave };
+        if let Some(shown) = shown {
+            println!("{shown}");
+        }
+        return Ok(if answer.returned_err { Exit::ReturnedErr } else { Exit::Ok });
+    }
     // Everything that can be wrong with the input is found before the data
     // directory is touched.
     let plan = ctx.plan()?;
@@ -29,8 +37,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let function = plan.function(&args.component, name)?;
     let params = values::parse_args(name, rest, &function.ty)?;
 
-    let data_dir = ctx.data_dir(plan.manifest());
-    let app = plan.open(&data_dir)?;
+    let app = plan.open()?;
     // Deliver anything an earlier run left pending, then the call, then what
     // it published: a script sees a settled app before and after.
     if !args.no_wait {

@@ -12,7 +12,7 @@ pub struct Args {}
 
 pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
     let plan = ctx.plan()?;
-    let data_dir = ctx.data_dir(plan.manifest());
+    let data_dir = plan.data_dir().to_path_buf();
     let mut listed = Vec::new();
     for part in plan.parts() {
         let version = part.contract.version().map(|v| v.to_string()).unwrap_or_else(|| "-".into());

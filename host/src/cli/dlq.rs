@@ -20,23 +20,26 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    if let Some(host) = ctx.remote()? {
+        if args.retry.is_none() && !args.all {
+            print_letters(ctx, &args.component, &host.dead_letters(&args.component)?)?;
+            return Ok(Exit::Ok);
+        }
+        let retried = host.retry(&args.component, args.retry)?;
+        for r in &retried {
+            match &r.failed {
+                None => println!("{}: handled", r.id),
+                Some(why) => println!("{}: failed again: {why}", r.id),
+            }
+        }
+        return Ok(if retried.iter().any(|r| r.failed.is_some()) { Exit::ReturnedErr } else { Exit::Ok });
+    }
     let app = ctx.open()?;
     let component = app.require(&args.component)?;
     let letters = dead_letters::list(component)?;
 
     if args.retry.is_none() && !args.all {
-        if ctx.json {
-            println!("{}", serde_json::to_string(&letters)?);
-        } else if letters.is_empty() {
-            println!("no dead letters in `{}`", args.component);
-        } else {
-            for l in &letters {
-                println!(
-                    "{}  {} #{} {}  after {} attempts: {}",
-                    l.id, l.publisher, l.seq, l.payload, l.attempts, l.error
-                );
-            }
-        }
+        print_letters(ctx, &args.component, &letters)?;
         return Ok(Exit::Ok);
     }
 
@@ -66,4 +69,17 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     }
     settle(&app)?;
     Ok(if failed > 0 { Exit::ReturnedErr } else { Exit::Ok })
+}
+
+fn print_letters(ctx: &Context, component: &str, letters: &[dead_letters::DeadLetter]) -> Result<()> {
+    if ctx.json {
+        println!("{}", serde_json::to_string(letters)?);
+    } else if letters.is_empty() {
+        println!("no dead letters in `{component}`");
+    } else {
+        for l in letters {
+            println!("{}  {} #{} {}  after {} attempts: {}", l.id, l.publisher, l.seq, l.payload, l.attempts, l.error);
+        }
+    }
+    Ok(())
 }

@@ -27,7 +27,7 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     // Read-only and lock-free: works beside a running host.
     let plan = ctx.plan()?;
-    let data_dir = ctx.data_dir(plan.manifest());
+    let data_dir = plan.data_dir().to_path_buf();
     let subscriptions = plan.subscriptions().to_vec();
     let mut publishers: Vec<String> = subscriptions.iter().map(|s| s.publisher.clone()).collect();
     for part in plan.parts() {

@@ -5,6 +5,9 @@ mod components;
 mod dlq;
 mod events;
 mod replay;
+mod status;
+mod swap;
+mod up;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +18,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::{App, Plan};
+use crate::control::{self, client::Client};
 use crate::engine::{self, Runtime};
 use crate::manifest::Manifest;
 
@@ -45,14 +49,24 @@ pub struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// Talk to the moat host at this address [default: the host serving the data directory, if one runs].
+    #[arg(long, global = true, value_name = "ADDR", env = "MOAT_HOST")]
+    host: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the app: deliver events continuously and answer the control API on loopback.
+    Up(up::Args),
     /// Call a component's exported function, as one unit of work.
     Call(call::Args),
+    /// Swap one component to another build while the rest keep running.
+    Swap(swap::Args),
+    /// Show each component's version, uptime and calls, and each subscription's lag.
+    Status(status::Args),
     /// List the app's components: version, database, imports and exports.
     Components(components::Args),
     /// List published events and which subscribers have them.
@@ -80,25 +94,38 @@ pub struct Context {
     data: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     json: bool,
+    host: Option<String>,
 }
 
 impl Context {
     /// Reads the manifest and compiles its components (no data is touched).
     fn plan(&self) -> Result<Plan> {
         let manifest = Manifest::load(&self.manifest)?;
-        Plan::new(manifest, Runtime::new(self.cache_dir.clone())?)
+        let data_dir = self.data_dir(&manifest);
+        Plan::new(manifest, Runtime::new(self.cache_dir.clone())?, &data_dir)
     }
 
     /// Plans and opens the app.
     fn open(&self) -> Result<App> {
-        let plan = self.plan()?;
-        let data_dir = self.data_dir(plan.manifest());
-        plan.open(&data_dir)
+        self.plan()?.open()
     }
 
     /// The data directory for this manifest.
     fn data_dir(&self, manifest: &Manifest) -> PathBuf {
         self.data.clone().unwrap_or_else(|| manifest.root().join(".moat"))
+    }
+
+    /// The running host to talk to: the one `--host` names, or the one
+    /// serving the data directory. `None`: open the app here.
+    fn remote(&self) -> Result<Option<Client>> {
+        if let Some(addr) = &self.host {
+            return Ok(Some(Client::new(addr)));
+        }
+        let data_dir = match &self.data {
+            Some(d) => d.clone(),
+            None => self.data_dir(&Manifest::load(&self.manifest)?),
+        };
+        Ok(control::host_serving(&data_dir).map(|addr| Client::new(&addr)))
     }
 }
 
@@ -121,8 +148,11 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<Exit> {
     let cache_dir = if cli.no_cache { None } else { cli.cache_dir.or_else(engine::default_cache_dir) };
-    let ctx = Context { manifest: cli.manifest, data: cli.data, cache_dir, json: cli.json };
+    let ctx = Context { manifest: cli.manifest, data: cli.data, cache_dir, json: cli.json, host: cli.host };
     match cli.command {
+        Command::Up(args) => up::run(&ctx, args),
+        Command::Swap(args) => swap::run(&ctx, args),
+        Command::Status(args) => status::run(&ctx, args),
         Command::Call(args) => call::run(&ctx, args),
         Command::Components(args) => components::run(&ctx, args),
         Command::Events(args) => events::run(&ctx, args),

@@ -15,6 +15,12 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    if let Some(host) = ctx.remote()? {
+        for r in host.replay(&args.component, &args.from)? {
+            print(&r.topic, &args.component, r.from_seq, r.pruned_through);
+        }
+        return Ok(Exit::Ok);
+    }
     let app = ctx.open()?;
     app.require(&args.component)?;
     app.require(&args.from)?;
@@ -23,14 +29,17 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         bail!("`{}` does not handle events `{}` publishes", args.component, args.from);
     }
     for (sub, from, pruned) in &replays {
-        match pruned {
-            Some(p) => println!(
-                "replaying {} events to `{}` from #{from}; #{p} and earlier were pruned after the retention window",
-                sub.topic, sub.subscriber
-            ),
-            None => println!("replaying {} events to `{}` from #{from}", sub.topic, sub.subscriber),
-        }
+        print(&sub.topic, &sub.subscriber, *from, *pruned);
     }
     settle(&app)?;
     Ok(Exit::Ok)
+}
+
+fn print(topic: &str, subscriber: &str, from: i64, pruned: Option<i64>) {
+    match pruned {
+        Some(p) => println!(
+            "replaying {topic} events to `{subscriber}` from #{from}; #{p} and earlier were pruned after the retention window"
+        ),
+        None => println!("replaying {topic} events to `{subscriber}` from #{from}"),
+    }
 }

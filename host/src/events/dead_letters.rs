@@ -4,13 +4,13 @@
 //! `moat dlq COMPONENT --retry ID` or `--all`.
 
 use anyhow::{Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{HANDLER, OutboxEvent, now_ms};
 use crate::component::{Component, set_cursor};
 
 /// One dead letter.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// Its id, for `--retry`.
     pub id: i64,
@@ -73,11 +73,10 @@ pub fn list(component: &Component) -> Result<Vec<DeadLetter>> {
 /// Handles a dead letter again. On success it is gone and its effects are
 /// committed together; on failure it stays, with the new error.
 pub fn retry(component: &Component, letter: &DeadLetter) -> Result<Result<(), String>> {
-    let contract = &component.version().contract;
-    let Some(handler) = contract.export_like(&letter.topic, HANDLER) else {
+    if component.version().contract.export_like(&letter.topic, HANDLER).is_none() {
         bail!("`{}` no longer handles {} events", component.name(), letter.topic);
-    };
-    let outcome = component.redrive(&handler.name, letter.id, &letter.payload)?;
+    }
+    let outcome = component.redrive(&letter.topic, letter.id, &letter.payload)?;
     if let Err(why) = &outcome {
         component.with_db(|c| {
             c.execute(

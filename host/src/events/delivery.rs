@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -22,17 +22,23 @@ use crate::component::{Component, set_cursor};
 
 /// Delivers every subscription of an app.
 pub struct Dispatcher {
-    routes: Vec<Route>,
+    /// Replaced as a whole when a swap changes who subscribes to what.
+    routes: RwLock<Vec<Arc<Route>>>,
     signal: Arc<Signal>,
     last_prune: Mutex<Instant>,
 }
 
 struct Route {
     sub: Subscription,
+    /// A read-only connection to the publisher's database. Declared before
+    /// the components so that it closes first, and the publisher's own
+    /// connection, closing last, checkpoints and removes the WAL.
+    reader: Mutex<Connection>,
     publisher: Arc<Component>,
     subscriber: Arc<Component>,
-    /// A read-only connection to the publisher's database.
-    reader: Mutex<Connection>,
+    /// Held for a whole step, so that two threads (the dispatcher and a
+    /// settling request) never deliver one route at once.
+    delivering: Mutex<()>,
     state: Mutex<RouteState>,
 }
 
@@ -70,7 +76,7 @@ pub struct Settled {
 }
 
 /// Where one subscription stands, for `moat status` and `moat events`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RouteStatus {
     /// The subscription.
     pub subscription: Subscription,
@@ -85,28 +91,54 @@ pub struct RouteStatus {
 impl Dispatcher {
     /// Builds a route for each subscription.
     pub fn new(subscriptions: &[Subscription], components: &BTreeMap<String, Arc<Component>>, signal: Arc<Signal>) -> Result<Dispatcher> {
+        let dispatcher = Dispatcher { routes: RwLock::default(), signal, last_prune: Mutex::new(Instant::now()) };
+        dispatcher.update(subscriptions, components)?;
+        Ok(dispatcher)
+    }
+
+    /// Follows a change of who subscribes to what (after a swap): keeps the
+    /// routes that remain, with their state, and adds the new ones.
+    pub fn update(&self, subscriptions: &[Subscription], components: &BTreeMap<String, Arc<Component>>) -> Result<()> {
+        let current = self.routes();
         let mut routes = Vec::new();
         for sub in subscriptions {
+            let same = |r: &&Arc<Route>| r.sub.publisher == sub.publisher && r.sub.topic == sub.topic && r.sub.subscriber == sub.subscriber;
+            if let Some(route) = current.iter().find(same) {
+                routes.push(route.clone());
+                continue;
+            }
             let publisher = components[&sub.publisher].clone();
             let reader = Connection::open_with_flags(
                 publisher.db_path(),
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .with_context(|| format!("opening {} to read its outbox", publisher.db_path().display()))?;
-            routes.push(Route {
+            routes.push(Arc::new(Route {
                 sub: sub.clone(),
                 subscriber: components[&sub.subscriber].clone(),
                 publisher,
                 reader: Mutex::new(reader),
+                delivering: Mutex::new(()),
                 state: Mutex::default(),
-            });
+            }));
         }
-        Ok(Dispatcher { routes, signal, last_prune: Mutex::new(Instant::now()) })
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
+        self.signal.notify();
+        Ok(())
+    }
+
+    fn routes(&self) -> Vec<Arc<Route>> {
+        self.routes.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The subscriptions it delivers.
-    pub fn subscriptions(&self) -> impl Iterator<Item = &Subscription> {
-        self.routes.iter().map(|r| &r.sub)
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        self.routes().iter().map(|r| r.sub.clone()).collect()
+    }
+
+    /// Wakes the dispatcher (to see a stop request, say).
+    pub fn wake(&self) {
+        self.signal.notify();
     }
 
     /// Delivers until nothing is pending: every event applied or
@@ -158,7 +190,7 @@ impl Dispatcher {
     /// time a failed event is due again.
     fn pass(&self) -> Result<(usize, Option<Instant>)> {
         let (mut delivered, mut next) = (0, None::<Instant>);
-        for route in &self.routes {
+        for route in &self.routes() {
             match route.step()? {
                 Step::Idle => {}
                 Step::Delivered(n) => delivered += n,
@@ -170,7 +202,7 @@ impl Dispatcher {
 
     /// Where each subscription stands.
     pub fn status(&self) -> Result<Vec<RouteStatus>> {
-        self.routes
+        self.routes()
             .iter()
             .map(|route| {
                 let cursor = route.cursor()?;
@@ -186,7 +218,8 @@ impl Dispatcher {
     /// first sequence to be redelivered and the last pruned, if any was.
     pub fn replay(&self, subscriber: &str, publisher: &str) -> Result<Vec<(Subscription, i64, Option<i64>)>> {
         let mut replays = Vec::new();
-        for route in self.routes.iter().filter(|r| r.sub.subscriber == subscriber && r.sub.publisher == publisher) {
+        for route in self.routes().iter().filter(|r| r.sub.subscriber == subscriber && r.sub.publisher == publisher) {
+            let _delivering = route.delivering.lock().unwrap_or_else(|p| p.into_inner());
             let topic = route.sub.topic.clone();
             let first: Option<i64> = route.read(|c| {
                 c.query_row("SELECT min(seq) FROM _moat_outbox WHERE topic = ?1", [&topic], |r| r.get(0))
@@ -203,13 +236,6 @@ impl Dispatcher {
         Ok(replays)
     }
 
-    /// Forgets cached cursors, after something else moved one.
-    pub fn reload(&self) {
-        for route in &self.routes {
-            *route.lock_state() = RouteState::default();
-        }
-    }
-
     fn prune_now_and_then(&self) -> Result<()> {
         let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());
         if last.elapsed() < Duration::from_secs(10) {
@@ -223,14 +249,15 @@ impl Dispatcher {
     /// Deletes events every subscriber has, once they are older than the
     /// publisher's retention; records the last pruned sequence for `replay`.
     fn prune(&self) -> Result<()> {
+        let routes = self.routes();
         let mut upto: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for route in &self.routes {
+        for route in &routes {
             let cursor = route.cursor()?;
             let key = (route.sub.publisher.as_str(), route.sub.topic.as_str());
             upto.entry(key).and_modify(|c| *c = (*c).min(cursor)).or_insert(cursor);
         }
         for ((publisher, topic), cursor) in upto {
-            let route = self.routes.iter().find(|r| r.sub.publisher == publisher).expect("a route per key");
+            let route = routes.iter().find(|r| r.sub.publisher == publisher).expect("a route per key");
             let retention = route.publisher.spec().events.retention_secs;
             let before = now_ms() - (retention.min(i64::MAX as u64 / 1000) as i64) * 1000;
             route.publisher.with_db(|c| {
@@ -291,6 +318,7 @@ impl Route {
     }
 
     fn step(&self) -> Result<Step> {
+        let _delivering = self.delivering.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = &self.lock_state().failing {
             if Instant::now() < f.retry_at {
                 return Ok(Step::Waiting(f.retry_at));
@@ -313,7 +341,7 @@ impl Route {
             return Ok(Step::Idle);
         }
 
-        let handled = self.subscriber.handle_events(&self.sub.publisher, topic, &self.sub.handler, &batch)?;
+        let handled = self.subscriber.handle_events(&self.sub.publisher, topic, &batch)?;
         let mut state = self.lock_state();
         if let Some(through) = handled.through {
             state.cursor = Some(through);

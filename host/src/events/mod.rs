@@ -91,7 +91,7 @@ pub struct OutboxEvent {
 
 /// Who hears whose events: the subscriber's `handler` export takes the
 /// events `topic` (a package) that `publisher` publishes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Subscription {
     /// The publishing component.
     pub publisher: String,
@@ -138,7 +138,7 @@ pub fn subscriptions(contracts: &[(&str, &Contract, &Grants)]) -> Result<Vec<Sub
                     .then_some((*name, *c))
             });
             let Some((publisher, publisher_contract)) = publisher else {
-                tracing::warn!(subscriber, "{subscriber} handles {topic} events, but no loaded component publishes them");
+                tracing::debug!(subscriber, "{subscriber} handles {topic} events, but no loaded component publishes them");
                 continue;
             };
             match check_handler(export, publisher_contract, topic) {

@@ -1,0 +1,53 @@
+//! `moat status`
+
+use anyhow::Result;
+
+use super::{Context, Exit, shown};
+use crate::app::Status;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
+    let (status, host) = match ctx.remote()? {
+        Some(host) => (host.status()?, Some(host.addr().to_string())),
+        None => (ctx.open()?.status()?, None),
+    };
+    if ctx.json {
+        println!("{}", serde_json::to_string(&serde_json::json!({ "host": host, "status": status }))?);
+        return Ok(Exit::Ok);
+    }
+    print(&status, host.as_deref());
+    Ok(Exit::Ok)
+}
+
+fn print(status: &Status, host: Option<&str>) {
+    match host {
+        Some(addr) => println!("data {}  (host at {addr})", shown(&status.data_dir)),
+        None => println!("data {}  (no host running: opened here; counts are this process's)", shown(&status.data_dir)),
+    }
+    println!();
+    println!("{:<14} {:<9} {:<7} {:<13} {:>10} {:>9} {:>9}", "component", "version", "schema", "sha256", "uptime", "calls", "failures");
+    for c in &status.components {
+        println!(
+            "{:<14} {:<9} {:<7} {:<13} {:>9.1}s {:>9} {:>9}",
+            c.name,
+            c.version.as_deref().unwrap_or("-"),
+            c.schema.as_deref().unwrap_or("-"),
+            &c.sha256[..12],
+            c.uptime_secs,
+            c.calls,
+            c.failures
+        );
+    }
+    if !status.subscriptions.is_empty() {
+        println!();
+        println!("{:<34} {:>8} {:>8} {:>6}  {}", "events", "cursor", "head", "lag", "");
+        for s in &status.subscriptions {
+            let sub = &s.subscription;
+            let route = format!("{} -> {} ({})", sub.publisher, sub.subscriber, sub.topic);
+            let failing = s.failing_attempts.map(|n| format!("retrying, attempt {n}")).unwrap_or_default();
+            println!("{route:<34} {:>8} {:>8} {:>6}  {failing}", s.cursor, s.head, (s.head - s.cursor).max(0));
+        }
+    }
+}

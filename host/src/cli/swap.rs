@@ -1,0 +1,72 @@
+//! `moat swap COMPONENT PATH.wasm` / `moat swap COMPONENT --rollback`
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+
+use super::{Context, Exit};
+use crate::swap::SwapReport;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The component to swap.
+    component: String,
+
+    /// The new build.
+    #[arg(required_unless_present = "rollback")]
+    wasm: Option<PathBuf>,
+
+    /// Go back to the build that served before the last swap.
+    #[arg(long, conflicts_with = "wasm")]
+    rollback: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    let wasm = match args.wasm {
+        Some(w) => {
+            if !w.exists() {
+                bail!("{} does not exist: build it first (`make build` builds the shop's components)", w.display());
+            }
+            Some(std::path::absolute(&w)?)
+        }
+        None => None,
+    };
+    let report = match ctx.remote()? {
+        Some(host) => host.swap(&args.component, wasm, args.rollback)?,
+        None => {
+            // No host runs: swap in this process; the record in the data
+            // directory makes the next start run the new build.
+            let app = ctx.open()?;
+            match wasm {
+                Some(w) => app.swap(&args.component, &w)?,
+                None => app.rollback(&args.component)?,
+            }
+        }
+    };
+    print(ctx, &report)?;
+    Ok(Exit::Ok)
+}
+
+fn print(ctx: &Context, r: &SwapReport) -> Result<()> {
+    if ctx.json {
+        println!("{}", serde_json::to_string(r)?);
+        return Ok(());
+    }
+    let v = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!(
+        "swapped `{}`: {} ({}) -> {} ({}), schema {}",
+        r.component,
+        v(&r.from_version),
+        &r.from_sha256[..12],
+        v(&r.to_version),
+        &r.to_sha256[..12],
+        v(&r.schema)
+    );
+    println!(
+        "  {:.1} ms in all ({}), callers waited {:.1} ms",
+        r.total_ms,
+        if r.compiled { "compiled" } else { "compile cache warm" },
+        r.switch_ms
+    );
+    Ok(())
+}
