@@ -10,3 +10,4 @@ mod integration_boundary;
 mod integration_crash;
 mod integration_events;
 mod integration_skeleton;
+mod integration_swap;

@@ -4,8 +4,10 @@
 #![allow(dead_code, reason = "each test module uses a different subset")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
 
+use moat::control::client::Client;
 use moat::{App, Manifest, Plan, Runtime};
 use tempfile::TempDir;
 
@@ -103,6 +105,65 @@ impl TestApp {
     /// Whether the data directory has anything in it.
     pub fn data_is_untouched(&self) -> bool {
         !self.data().exists() || std::fs::read_dir(self.data()).unwrap().next().is_none()
+    }
+}
+
+impl TestApp {
+    /// Starts `moat up` on a free loopback port and waits until it serves.
+    pub fn up(&self) -> Host {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
+            .arg("--manifest")
+            .arg(self.manifest())
+            .arg("--data")
+            .arg(self.data())
+            .args(["up", "--listen", "127.0.0.1:0"])
+            .env("MOAT_CACHE_DIR", cache_dir())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("moat up did not say where it listens: {line:?}"))
+            .to_string();
+        Host { client: Client::new(&addr), addr, child }
+    }
+}
+
+/// A running `moat up`, stopped (SIGKILL) when dropped if not stopped before.
+pub struct Host {
+    pub addr: String,
+    pub client: Client,
+    child: Child,
+}
+
+impl Host {
+    /// Sends a signal to the host process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Stops the host with SIGTERM and returns its exit code.
+    pub fn stop(mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+
+    /// Calls through the control API, waiting for the events it publishes;
+    /// returns the result in WAVE.
+    pub fn call(&self, component: &str, call: &str) -> anyhow::Result<String> {
+        Ok(self.client.call(component, call, true)?.wave.unwrap_or_default())
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -24,10 +24,14 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let app = Arc::new(ctx.plan()?.open_now()?);
     let data_dir = app.data_dir().to_path_buf();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // A host outlives whoever reads its stdout: it never fails on a closed pipe.
+    let say = |line: String| {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    };
     runtime.block_on(server::serve(app, listen, |addr| {
-        println!("moat: serving {} on http://{addr} (Ctrl-C to stop)", data_dir.display());
-        let _ = std::io::stdout().flush();
+        say(format!("moat: serving {} on http://{addr} (Ctrl-C to stop)", data_dir.display()));
     }))?;
-    println!("moat: stopped");
+    say("moat: stopped".into());
     Ok(Exit::Ok)
 }
