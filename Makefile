@@ -11,7 +11,7 @@ DEMO   := target/demo
 
 # Components of the shop, and test-only components loaded by tests/.
 COMPONENTS      := product order product-v2
-TEST_COMPONENTS := probe stray listener product-major2 product-dropped product-bad-migrate product-trap-init
+TEST_COMPONENTS := probe stray listener forger ping product-major2 product-dropped product-bad-migrate product-trap-init
 
 GUEST_BUILD = $(CARGO) build --profile guest --target wasm32-wasip2
 

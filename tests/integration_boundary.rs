@@ -1,8 +1,180 @@
 //! The boundary: a component gets its own database and nothing else. What it
 //! imports and the host does not grant is refused at load, by name; what it
-//! tries in SQL beyond its own tables is refused as an ordinary error.
+//! tries in SQL beyond its own tables is refused as an ordinary error; what
+//! it tries through WASI reaches nothing; and a runaway component ends with
+//! a clear error while the host and every other component keep serving.
+//!
+//! Each attack comes from `tests/components/probe` (see its README line) or
+//! a component built to attempt one thing (`forger`, `stray`).
 
 use crate::common::*;
+
+/// Product (seeded) next to the probe, with a short deadline for the probe.
+fn neighbours() -> (TestApp, moat::App) {
+    let app = TestApp::with_manifest(&format!(
+        "[components.product]\npath = {:?}\n\n[components.probe]\npath = {:?}\nlimits.call_timeout_ms = 300\n",
+        guest("product"),
+        guest("probe")
+    ));
+    let open = app.open();
+    call(&open, "product", PROD001).unwrap();
+    call(&open, "product", PROD005).unwrap();
+    (app, open)
+}
+
+/// Everything in product's database: schema and every row, host tables too.
+fn product_rows(app: &TestApp) -> Vec<String> {
+    let db = app.db("product");
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut rows: Vec<String> = db
+        .prepare("SELECT coalesce(sql, name) FROM sqlite_master ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for t in tables {
+        rows.extend(dump(&db, &t).into_iter().map(|r| format!("{t}: {r}")));
+    }
+    rows
+}
+
+fn still_serving(open: &moat::App) {
+    assert!(call(open, "product", r#"get-product("PROD001")"#).unwrap().starts_with("some("), "product stopped serving");
+    assert_eq!(call(open, "probe", r#"query("SELECT 1")"#).unwrap(), r#"ok([["1"]])"#, "the probe stopped serving");
+}
+
+#[test]
+fn sql_beyond_the_components_own_tables_is_refused_as_an_error_the_component_can_handle() {
+    let (app, open) = neighbours();
+    let before = product_rows(&app);
+    let product_db = app.data().join("product.db");
+    let vacuum_target = app.dir.path().join("stolen.db");
+    let attempts: Vec<(String, &str)> = vec![
+        (format!("ATTACH DATABASE '{}' AS other", product_db.display()), "Denied(\\\"ATTACH and DETACH are refused"),
+        ("ATTACH DATABASE 'product.db' AS other".into(), "Denied(\\\"ATTACH and DETACH are refused"),
+        ("ATTACH DATABASE '../data/product.db' AS other".into(), "Denied(\\\"ATTACH and DETACH are refused"),
+        (format!("ATTACH 'file:{}?mode=ro' AS other", product_db.display()), "Denied(\\\"ATTACH and DETACH are refused"),
+        ("DETACH DATABASE main".into(), "Denied(\\\"ATTACH and DETACH are refused"),
+        (format!("VACUUM INTO '{}'", vacuum_target.display()), "Denied(\\\"VACUUM is refused"),
+        ("/* quietly */ vacuum".into(), "Denied(\\\"VACUUM is refused"),
+        ("INSERT INTO _moat_outbox (topic, event, payload, published_ms) VALUES ('shop:product', 'price-updated', 'x', 0)".into(), "Denied(\\\"table _moat_outbox is reserved for the host"),
+        ("UPDATE _moat_cursor SET seq = 1000000".into(), "Denied(\\\"table _moat_cursor is reserved for the host"),
+        ("DELETE FROM _moat_dead_letter".into(), "Denied(\\\"table _moat_dead_letter is reserved for the host"),
+        ("DROP TABLE _MOAT_OUTBOX".into(), "Denied(\\\"table _moat_outbox is reserved for the host"),
+        ("CREATE TRIGGER swallow AFTER INSERT ON _moat_outbox BEGIN DELETE FROM _moat_outbox; END".into(), "Denied(\\\"table _moat_outbox is reserved"),
+        ("CREATE TEMP TABLE _moat_shadow (x)".into(), "Denied(\\\"table _moat_shadow is reserved"),
+        ("UPDATE sqlite_sequence SET seq = 0".into(), "Denied(\\\"table sqlite_sequence belongs to SQLite"),
+        ("PRAGMA journal_mode = delete".into(), "Denied(\\\"PRAGMA journal_mode is refused"),
+        ("PRAGMA main.synchronous = off".into(), "Denied(\\\"PRAGMA synchronous is refused"),
+        ("PRAGMA writable_schema = on".into(), "Denied(\\\"PRAGMA writable_schema is refused"),
+        ("PRAGMA foreign_keys = off".into(), "Denied(\\\"PRAGMA foreign_keys is refused"),
+        ("PRAGMA max_page_count = 4294967294".into(), "Denied(\\\"PRAGMA max_page_count is refused"),
+        ("BEGIN".into(), "Denied(\\\"transaction control is refused"),
+        ("COMMIT".into(), "Denied(\\\"transaction control is refused"),
+        ("ROLLBACK".into(), "Denied(\\\"transaction control is refused"),
+        ("SAVEPOINT mine".into(), "Denied(\\\"transaction control is refused"),
+        ("RELEASE moat_step".into(), "Denied(\\\"transaction control is refused"),
+        (format!("SELECT '{}'", "x".repeat(200_000)), "Limit(\\\"the statement is 200009 bytes long; the limit is 100000"),
+    ];
+    for (sql, expected) in &attempts {
+        let result = call(&open, "probe", &format!("execute({sql:?})")).unwrap();
+        assert!(result.starts_with("err(") && result.contains(expected), "{sql}\n  expected {expected}\n  got {result}");
+        still_serving(&open);
+    }
+    assert!(!vacuum_target.exists(), "VACUUM INTO wrote a copy of the database");
+
+    let queries: Vec<(&str, &str)> = vec![
+        ("SELECT load_extension('/usr/lib/x86_64-linux-gnu/libsqlite3.so.0')", "Denied(\\\"load_extension is refused"),
+        ("SELECT * FROM _moat_outbox", "Denied(\\\"table _moat_outbox is reserved"),
+        ("SELECT seq FROM _moat_cursor", "Denied(\\\"table _moat_cursor is reserved"),
+        ("SELECT * FROM other.sqlite_master", "Invalid(\\\"no such table: other.sqlite_master"),
+        ("SELECT * FROM products", "Invalid(\\\"no such table: products"),
+        ("SELECT zeroblob(100000000)", "Limit(\\\"string or blob too big"),
+        ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c", "Limit(\\\"the statement ran past the call"),
+        ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000) SELECT x FROM c", "Limit(\\\"the query returns more than 10000 rows (limits.query_rows)"),
+        ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 9000) SELECT zeroblob(4000) FROM c", "Limit(\\\"the query returns more than 16777216 bytes (limits.query_bytes)"),
+    ];
+    for (sql, expected) in &queries {
+        let result = call(&open, "probe", &format!("query({sql:?})")).unwrap();
+        assert!(result.starts_with("err(") && result.contains(expected), "{sql}\n  expected {expected}\n  got {result}");
+        still_serving(&open);
+    }
+
+    // A view over a reserved table is refused when read.
+    call(&open, "probe", r#"execute("CREATE VIEW peek AS SELECT * FROM sqlite_master")"#).unwrap();
+    call(&open, "probe", r#"execute("CREATE TABLE mine (x)")"#).unwrap();
+    assert!(call(&open, "probe", r#"query("SELECT name FROM peek WHERE name = 'mine'")"#).unwrap().contains("mine"));
+    call(&open, "probe", r#"execute("CREATE VIEW sneak AS SELECT * FROM _moat_outbox")"#).unwrap();
+    let sneak = call(&open, "probe", r#"query("SELECT * FROM sneak")"#).unwrap();
+    assert!(sneak.contains("Denied(\\\"table _moat_outbox is reserved"), "{sneak}");
+
+    assert_eq!(product_rows(&app), before, "the neighbour's database changed");
+}
+
+#[test]
+fn wasi_reaches_nothing() {
+    let (app, open) = neighbours();
+    let product_db = app.data().join("product.db");
+    for path in ["/etc/passwd", product_db.to_str().unwrap(), "product.db", "../data/product.db", "."] {
+        let result = call(&open, "probe", &format!("read-file({path:?})")).unwrap();
+        assert!(result.starts_with("err("), "{path}: {result}");
+    }
+    // A real server listens here (NATS, on this machine); the probe still
+    // cannot reach it.
+    for addr in ["127.0.0.1:4222", "127.0.0.1:5432", "[::1]:6379"] {
+        let result = call(&open, "probe", &format!("connect({addr:?})")).unwrap();
+        assert!(result.starts_with("err("), "{addr}: {result}");
+    }
+    assert_eq!(call(&open, "probe", "environment()").unwrap(), "[]");
+    let clocks = call(&open, "probe", "clocks()").unwrap();
+    let (wall_sub_ms, busy_ns): (u64, u64) = {
+        let inner = clocks.trim_start_matches('(').trim_end_matches(')');
+        let mut parts = inner.split(", ").map(|p| p.parse::<u64>().unwrap());
+        (parts.next().unwrap(), parts.next().unwrap())
+    };
+    assert_eq!(wall_sub_ms, 0, "the wall clock is finer than a millisecond");
+    assert_eq!(busy_ns % 1_000_000, 0, "the monotonic clock is finer than a millisecond: {busy_ns}");
+}
+
+#[test]
+fn runaway_components_end_with_a_clear_error_and_everyone_keeps_serving() {
+    let (app, open) = neighbours();
+    let before = product_rows(&app);
+    let cases = [
+        ("spin()", "ran past its deadline of 300 ms (limits.call_timeout_ms)"),
+        ("hog-memory(200)", "tried to grow its memory past 64 MiB (limits.memory_mib)"),
+        ("recurse(100000000)", "overflowed its stack"),
+        ("huge-string(100)", "tried to grow its memory past 64 MiB"),
+    ];
+    for (attempt, expected) in cases {
+        let err = format!("{:#}", call(&open, "probe", attempt).unwrap_err());
+        assert!(err.contains("component `probe` failed in") && err.contains(expected), "{attempt}: {err}");
+        assert!(err.contains("rolled back"), "{err}");
+        still_serving(&open);
+    }
+    // Within the limits, a large result is fine.
+    assert_eq!(call(&open, "probe", "huge-string(8)").unwrap().len(), (8 << 20) + 2);
+    assert_eq!(call(&open, "probe", "hog-memory(16)").unwrap(), "16");
+    assert_eq!(product_rows(&app), before);
+}
+
+#[test]
+fn a_component_cannot_publish_events_of_a_package_it_does_not_serve() {
+    let app = TestApp::new(&[("product", "product"), ("order", "order"), ("forger", "forger")]);
+    let err = format!("{:#}", app.try_plan().err().expect("the forger must be refused"));
+    assert!(err.contains("component `forger` imports what the host does not grant"), "{err}");
+    assert!(
+        err.contains("shop:product/publish@1.0.0: a component publishes only the events of a package it serves, and this one exports no interface of shop:product"),
+        "{err}"
+    );
+}
 
 #[test]
 fn an_import_nobody_serves_is_refused_at_load_naming_it() {
@@ -15,50 +187,11 @@ fn an_import_nobody_serves_is_refused_at_load_naming_it() {
 }
 
 #[test]
-fn strict_components_may_not_import_wasi_filesystem() {
+fn strict_components_may_not_import_wasi_beyond_io_and_cli() {
     let probe = guest("probe");
     let app = TestApp::with_manifest(&format!("[components.probe]\npath = {probe:?}\nstrict = true\n"));
     let err = format!("{:#}", app.try_plan().err().expect("a strict component importing wasi:filesystem must be refused"));
     assert!(err.contains("wasi:filesystem/types@0.2."), "{err}");
     assert!(err.contains("refused because the component is `strict`"), "{err}");
-}
-
-#[test]
-fn wasi_filesystem_is_linked_inert_by_default() {
-    let app = TestApp::new(&[("probe", "probe")]);
-    let open = app.open();
-    for path in ["/etc/passwd", "product.db", "../data/probe.db", "."] {
-        let result = call(&open, "probe", &format!("read-file({path:?})")).unwrap();
-        assert!(result.starts_with("err("), "{path}: {result}");
-    }
-}
-
-#[test]
-fn sql_beyond_the_components_own_tables_is_denied_as_an_error() {
-    let app = TestApp::new(&[("product", "product"), ("probe", "probe")]);
-    let open = app.open();
-    let product_db = app.data().join("product.db");
-    let attempts = [
-        format!("ATTACH DATABASE '{}' AS other", product_db.display()),
-        "ATTACH DATABASE 'product.db' AS other".to_string(),
-        "BEGIN".to_string(),
-        "COMMIT".to_string(),
-        "SAVEPOINT s".to_string(),
-        "PRAGMA journal_mode = delete".to_string(),
-        "PRAGMA writable_schema = on".to_string(),
-        "INSERT INTO _moat_meta (key, value) VALUES ('schema_version', 99)".to_string(),
-        "DROP TABLE _moat_meta".to_string(),
-    ];
-    for sql in attempts {
-        let result = call(&open, "probe", &format!("execute({sql:?})")).unwrap();
-        assert!(result.starts_with("err(\"Error::Denied("), "{sql}: {result}");
-    }
-    let read = call(&open, "probe", r#"query("SELECT * FROM _moat_meta")"#).unwrap();
-    assert!(read.contains("Denied(\\\"table _moat_meta is reserved for the host"), "{read}");
-    // The host's own record survived the attempts.
-    assert_eq!(count(&app.db("probe"), "_moat_meta"), 0);
-    assert_eq!(
-        app.db("product").query_row("SELECT value FROM _moat_meta WHERE key = 'schema_version'", [], |r| r.get::<_, String>(0)).unwrap(),
-        "1.0"
-    );
+    assert!(err.contains("wasi:sockets/"), "{err}");
 }

@@ -24,7 +24,7 @@ use crate::contract::{Contract, InterfaceId};
 use crate::linker::Grants;
 use crate::engine::{Compiled, EPOCH_TICK};
 use crate::events::{self, OutboxEvent, Signal};
-use crate::log::{GuestLog, LogStream, Stdio};
+use crate::log::GuestLog;
 use crate::manifest::{ComponentSpec, Limits};
 use crate::store::{Db, SchemaVersion};
 
@@ -495,9 +495,12 @@ impl Live {
     fn run(&mut self, export: &str, func: &str, params: &[Val], limits: &Limits) -> Result<Vec<Val>, Failure> {
         let f = self.func(export, func).ok_or(Failure::Missing)?;
         self.store.data_mut().published = 0;
+        self.store.data().db.set_deadline(Some(std::time::Duration::from_millis(limits.call_timeout_ms)));
         let mut results = vec![Val::Bool(false); f.ty(&self.store).results().len()];
         self.store.set_epoch_deadline(deadline_ticks(limits));
-        match f.call(&mut self.store, params, &mut results) {
+        let outcome = f.call(&mut self.store, params, &mut results);
+        self.store.data().db.set_deadline(None);
+        match outcome {
             Ok(()) => Ok(results),
             Err(e) => Err(Failure::Trapped(describe_trap(&e, limits))),
         }
@@ -518,22 +521,14 @@ impl Live {
 /// Instantiates `version` with `db` as its database. On failure the
 /// database is handed back.
 fn instantiate(engine: &Engine, name: &Arc<str>, limits: &Limits, version: &Version, db: Db) -> Result<Live, (anyhow::Error, Db)> {
-    let wasi = WasiCtx::builder()
-        .stdout(LogStream::new(name.clone(), Stdio::Stdout))
-        .stderr(LogStream::new(name.clone(), Stdio::Stderr))
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .socket_addr_check(|_, _| Box::pin(async { false }))
-        .build();
     let state = InstanceState {
-        wasi,
+        wasi: crate::wasi::context(name),
         table: ResourceTable::new(),
         limits: StoreLimitsBuilder::new()
             .memory_size(usize::try_from(limits.memory_mib << 20).unwrap_or(usize::MAX))
             .memories(4)
-            .instances(64)
-            .tables(64)
+            .instances(limits.instances as usize)
+            .tables(limits.tables as usize)
             .table_elements(1 << 20)
             .trap_on_grow_failure(true)
             .build(),

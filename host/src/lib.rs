@@ -15,6 +15,7 @@
 //! The capabilities a component can be granted, one module each:
 //! - `store`: its own SQLite database, behind a sandbox.
 //! - `log`: the host's log, and its stdout/stderr.
+//! - `wasi`: WASI linked inert: no files, sockets, environment; coarse clocks.
 //! - `calls`: calls to the interfaces other components export.
 //! - `events`: typed events through a transactional outbox, delivered
 //!   exactly once and in order, with retries and dead letters.
@@ -35,6 +36,7 @@ mod platform;
 pub mod store;
 pub mod swap;
 pub mod values;
+pub mod wasi;
 
 pub use app::{App, FunctionRef, Plan};
 pub use component::{CallError, Component};

@@ -152,6 +152,11 @@ pub struct Limits {
     pub statement_length: u32,
     /// Events one unit of work may publish.
     pub events_per_call: u32,
+    /// Size the component's database may grow to, in MiB.
+    pub database_mib: u64,
+    /// Core instances, and tables, one instance of the component may create.
+    pub instances: u32,
+    pub tables: u32,
 }
 
 impl Default for Limits {
@@ -163,6 +168,9 @@ impl Default for Limits {
             query_bytes: 16 << 20,
             statement_length: 100_000,
             events_per_call: 10_000,
+            database_mib: 1024,
+            instances: 64,
+            tables: 64,
         }
     }
 }
@@ -216,9 +224,15 @@ impl Manifest {
             if spec.path.as_os_str().is_empty() {
                 return Err(invalid(format!("[components.{name}] path: must not be empty")));
             }
-            if spec.limits.call_timeout_ms == 0 || spec.limits.memory_mib == 0 {
+            let l = &spec.limits;
+            if l.call_timeout_ms == 0 || l.memory_mib == 0 || l.database_mib == 0 || l.query_rows == 0 || l.query_bytes == 0 {
                 return Err(invalid(format!(
-                    "[components.{name}.limits]: call_timeout_ms and memory_mib must be above 0"
+                    "[components.{name}.limits]: call_timeout_ms, memory_mib, database_mib, query_rows and query_bytes must be above 0"
+                )));
+            }
+            if l.memory_mib > 4096 || l.call_timeout_ms > 3_600_000 || l.query_bytes > 1 << 30 {
+                return Err(invalid(format!(
+                    "[components.{name}.limits]: memory_mib is at most 4096, call_timeout_ms at most 3600000 (an hour), query_bytes at most 1073741824"
                 )));
             }
             if spec.events.max_attempts == 0 || spec.events.batch == 0 {

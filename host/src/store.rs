@@ -19,7 +19,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
@@ -75,6 +75,10 @@ pub struct Db {
     max_rows: u64,
     max_bytes: u64,
     max_statement: u32,
+    /// When the current call must end, in ms since the Unix epoch (0: no
+    /// call running). SQLite checks it while a statement runs, so a runaway
+    /// query ends too, not only runaway wasm.
+    deadline_ms: Arc<AtomicU64>,
 }
 
 impl Db {
@@ -94,9 +98,25 @@ impl Db {
         conn.set_prepared_statement_cache_capacity(128);
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
         conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, limits.statement_length.max(4096) as i32)?;
+        // No single string or blob larger than a query may return: a
+        // `zeroblob(1e9)` fails instead of allocating a gigabyte.
+        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, limits.query_bytes.clamp(1 << 20, i32::MAX as u64) as i32)?;
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let max_pages = (limits.database_mib << 20) / (page_size.max(512) as u64);
+        conn.pragma_update(None, "max_page_count", i64::try_from(max_pages).unwrap_or(i64::MAX))?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {RESERVED_PREFIX}meta (key TEXT PRIMARY KEY, value ANY) STRICT"
         ))?;
+
+        let deadline_ms = Arc::new(AtomicU64::new(0));
+        let deadline = deadline_ms.clone();
+        conn.progress_handler(
+            10_000,
+            Some(move || {
+                let d = deadline.load(Ordering::Relaxed);
+                d != 0 && crate::events::now_ms() as u64 > d
+            }),
+        )?;
 
         let host_mode = Arc::new(AtomicBool::new(false));
         let denial = Arc::new(Mutex::new(None));
@@ -121,7 +141,14 @@ impl Db {
             max_rows: limits.query_rows,
             max_bytes: limits.query_bytes,
             max_statement: limits.statement_length,
+            deadline_ms,
         })
+    }
+
+    /// Sets the deadline of the call about to run (`None`: no call running).
+    pub fn set_deadline(&self, after: Option<std::time::Duration>) {
+        let at = after.map_or(0, |d| crate::events::now_ms() as u64 + d.as_millis() as u64);
+        self.deadline_ms.store(at, Ordering::Relaxed);
     }
 
     /// Runs `f` with the sandbox lifted, for the host's own bookkeeping, inside
@@ -221,6 +248,14 @@ impl Db {
                 sql.len(),
                 self.max_statement
             )));
+        }
+        // SQLite's authorizer never sees VACUUM; refuse it by name. (It would
+        // fail inside the unit of work's transaction anyway, and VACUUM INTO
+        // needs an ATTACH, which is refused and limited to none.)
+        if first_keyword(sql).eq_ignore_ascii_case("vacuum") {
+            return Err(Error::Denied(
+                "VACUUM is refused: the host maintains the database, and VACUUM INTO would copy it elsewhere".into(),
+            ));
         }
         self.begin().map_err(|e| Error::Other(format!("opening the unit of work: {e}")))?;
         self.denial.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -351,16 +386,43 @@ fn authorize(ctx: &AuthContext<'_>) -> Result<(), String> {
     }
 }
 
+/// The first word of a statement, past white space and comments.
+fn first_keyword(sql: &str) -> &str {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    let end = rest.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(rest.len());
+    &rest[..end]
+}
+
 /// Turns a rusqlite error into the WIT error the component can act on.
+/// `denial` is the sandbox's reason, if it refused something while the
+/// statement was prepared: SQLite reports some refusals (functions) as
+/// ordinary errors.
 fn classify(e: rusqlite::Error, denial: Option<String>) -> Error {
     use rusqlite::ErrorCode;
+    if let Some(reason) = denial {
+        return Error::Denied(reason);
+    }
     match &e {
         rusqlite::Error::SqliteFailure(f, msg) => {
             let text = msg.clone().unwrap_or_else(|| f.to_string());
             match f.code {
-                ErrorCode::AuthorizationForStatementDenied => Error::Denied(denial.unwrap_or(text)),
+                ErrorCode::AuthorizationForStatementDenied => Error::Denied(text),
                 ErrorCode::ConstraintViolation => Error::Constraint(text),
-                ErrorCode::TooBig => Error::Limit(text),
+                ErrorCode::TooBig => Error::Limit(format!("{text} (limits.query_bytes or limits.statement_length)")),
+                ErrorCode::DiskFull => Error::Limit(format!("{text}: the database reached limits.database_mib")),
+                ErrorCode::OperationInterrupted => {
+                    Error::Limit("the statement ran past the call's deadline (limits.call_timeout_ms)".into())
+                }
                 ErrorCode::Unknown | ErrorCode::ApiMisuse | ErrorCode::ParameterOutOfRange => Error::Invalid(text),
                 _ => Error::Other(text),
             }
@@ -390,6 +452,19 @@ impl ToSql for Param<'_> {
             Value::Text(s) => ValueRef::Text(s.as_bytes()),
             Value::Blob(b) => ValueRef::Blob(b),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_keyword;
+
+    #[test]
+    fn first_keyword_skips_space_and_comments() {
+        assert_eq!(first_keyword("  vacuum"), "vacuum");
+        assert_eq!(first_keyword("/* hi */ -- there\n\tVACUUM INTO 'x'"), "VACUUM");
+        assert_eq!(first_keyword("SELECT 1"), "SELECT");
+        assert_eq!(first_keyword("/* unterminated"), "");
     }
 }
 

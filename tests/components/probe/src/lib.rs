@@ -45,6 +45,51 @@ impl Guest for Probe {
         std::fs::read_to_string(&path).map_err(|e| e.to_string())
     }
 
+    fn spin() {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+
+    fn hog_memory(mib: u32) -> u32 {
+        let mut kept = Vec::new();
+        for _ in 0..mib {
+            kept.push(vec![1u8; 1 << 20]);
+        }
+        std::hint::black_box(&kept);
+        kept.len() as u32
+    }
+
+    fn recurse(depth: u32) -> u32 {
+        fn down(n: u32) -> u32 {
+            if n == 0 { 0 } else { 1 + std::hint::black_box(down(n - 1)) }
+        }
+        down(depth)
+    }
+
+    fn huge_string(mib: u32) -> String {
+        "x".repeat((mib as usize) << 20)
+    }
+
+    fn connect(addr: String) -> Result<(), String> {
+        std::net::TcpStream::connect(&addr).map(drop).map_err(|e| e.to_string())
+    }
+
+    fn environment() -> Vec<String> {
+        std::env::vars().map(|(k, v)| format!("{k}={v}")).chain(std::env::args()).collect()
+    }
+
+    fn clocks() -> (u64, u64) {
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = std::hint::black_box(x ^ i);
+        }
+        ((wall.as_nanos() % 1_000_000) as u64, start.elapsed().as_nanos() as u64)
+    }
+
     fn publish(note: String, count: u32) {
         for _ in 0..count {
             publish(&ProbeEvent::Note(note.clone()));
@@ -71,3 +116,4 @@ fn text(v: Value) -> String {
         Value::Blob(b) => format!("blob({} bytes)", b.len()),
     }
 }
+
