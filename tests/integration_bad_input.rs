@@ -83,3 +83,33 @@ fn arguments_that_do_not_parse_or_do_not_fit_are_refused() {
     refused(&app, "product", r#"set-price("PROD001", -5)"#, &["the arguments do not fit `set-price`"]);
     refused(&app, "product", r#"create-product({product-id: "X", name: "Y", price: 1})"#, &["the arguments do not fit", "stock"]);
 }
+
+#[test]
+fn components_calling_each_other_in_a_cycle_are_refused() {
+    let ping = guest("ping");
+    let app = TestApp::with_manifest(&format!("[components.a]\npath = {ping:?}\n\n[components.b]\npath = {ping:?}\n"));
+    refused(&app, "a", "ping(1)", &["components call each other in a cycle: a -> b -> a", "through events instead"]);
+}
+
+#[test]
+fn huge_arguments_are_handled_or_refused_with_a_limit() {
+    let app = TestApp::shop();
+    // As big as a command line takes: an ordinary argument.
+    let big = format!("get-product({:?})", "x".repeat(100_000));
+    assert_eq!(app.call_ok("product", &big), "none");
+    // Past the limit, through the control API (no command line is that long).
+    let host = app.up();
+    let huge = format!("get-product({:?})", "x".repeat(2 << 20));
+    let err = format!("{:#}", host.client.call("product", &huge, false).unwrap_err());
+    assert!(err.contains("the call is 2097167 bytes long; the limit is 1048576"), "{err}");
+    refused(&TestApp::shop(), "product", r#"set-price("PROD001", 99999999999999999999999)"#, &["the arguments do not fit `set-price`"]);
+}
+
+#[test]
+fn bad_limits_in_the_manifest_are_refused() {
+    let product = guest("product");
+    let app = TestApp::with_manifest(&format!("[components.product]\npath = {product:?}\nlimits.memory_mib = 0\n"));
+    refused(&app, "product", "list-products()", &["[components.product.limits]", "must be above 0"]);
+    let app = TestApp::with_manifest(&format!("[components.product]\npath = {product:?}\nsqlite.synchronous = \"sometimes\"\n"));
+    refused(&app, "product", "list-products()", &["unknown variant `sometimes`", "expected one of `off`, `normal`, `full`, `extra`"]);
+}

@@ -81,10 +81,14 @@ impl Client {
         if response.status().is_success() {
             return response.body_mut().read_json().with_context(|| format!("reading the host's answer to {path}"));
         }
-        let body: ErrorBody = response
-            .body_mut()
-            .read_json()
-            .unwrap_or_else(|_| ErrorBody { error: format!("the host answered {}", response.status()) });
+        let status = response.status();
+        let body: ErrorBody = response.body_mut().read_json().unwrap_or_else(|_| ErrorBody {
+            error: if status == ureq::http::StatusCode::PAYLOAD_TOO_LARGE {
+                format!("the request is larger than the host accepts ({} bytes at most)", crate::values::MAX_CALL_LEN * 4)
+            } else {
+                format!("the host answered {status}")
+            },
+        });
         Err(anyhow!("{}", body.error))
     }
 }

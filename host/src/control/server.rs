@@ -55,6 +55,9 @@ pub async fn serve(app: Arc<App>, listen: SocketAddr, ready: impl FnOnce(SocketA
         .route("/v1/dlq/{component}", get(dlq_list))
         .route("/v1/dlq/retry", post(dlq_retry))
         .route("/v1/replay", post(replay))
+        // Room for the longest call the host reads (the check that says so
+        // runs on the request), and JSON's escapes around it.
+        .layer(axum::extract::DefaultBodyLimit::max(values::MAX_CALL_LEN * 4))
         .with_state(app.clone());
     let served = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await;
 
