@@ -3,6 +3,8 @@
 #   make run     build what is missing, then run the shop demo on a clean data directory
 #   make test    build the components (test ones too) and run every test
 #   make build   target/release/moat and the shop components where moat.toml expects them
+#   make bench   benchmarks against native baselines (docs/BENCHMARKS.md)
+#   make fuzz    fuzz the manifest and WAVE call parsers (bounded time; not in CI)
 
 CARGO  ?= cargo
 GUESTS := target/wasm32-wasip2/guest
@@ -11,11 +13,11 @@ DEMO   := target/demo
 
 # Components of the shop, and test-only components loaded by tests/.
 COMPONENTS      := product order product-v2
-TEST_COMPONENTS := probe stray listener forger ping product-major2 product-dropped product-bad-migrate product-trap-init
+TEST_COMPONENTS := probe stray listener forger ping tally relay product-major2 product-dropped product-bad-migrate product-trap-init
 
 GUEST_BUILD = $(CARGO) build --profile guest --target wasm32-wasip2
 
-.PHONY: build run test components test-components host wasm-target clean
+.PHONY: build run test bench components test-components host wasm-target clean fuzz
 
 build: components host
 
@@ -34,8 +36,24 @@ host:
 test: test-components
 	$(CARGO) test -p moat
 
+# The cost of the boundary, each row against a native baseline measured in
+# the same run; prints the table and writes docs/BENCHMARKS.md.
+bench: test-components
+	$(CARGO) bench -p moat --bench moat
+
 clean:
 	$(CARGO) clean
+
+# Fuzz the manifest parser and WAVE call parsing, FUZZ_SECONDS each (not in CI).
+# cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP lets the stable compiler take them.
+FUZZ_SECONDS ?= 120
+fuzz: components
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@mkdir -p host/fuzz/corpus/manifest host/fuzz/corpus/wave_call
+	cd host/fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=../../target/fuzz \
+	  cargo fuzz run manifest corpus/manifest seeds/manifest -- -max_total_time=$(FUZZ_SECONDS)
+	cd host/fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=../../target/fuzz MOAT_GUESTS=$(CURDIR)/$(GUESTS) \
+	  cargo fuzz run wave_call corpus/wave_call seeds/wave_call -- -max_total_time=$(FUZZ_SECONDS)
 
 # The demo: every step is a plain `moat call`, printed before it runs.
 MOAT_DEMO = $(MOAT) --data $(DEMO)

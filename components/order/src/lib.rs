@@ -123,7 +123,9 @@ impl orders::Guest for Orders {
                 ],
             );
         }
-        Ok(Order { total: total(&items), order_id, customer_id, items, status: OrderStatus::Pending })
+        let order = Order { total: total(&items), order_id, customer_id, items, status: OrderStatus::Pending };
+        publish(&OrderEvent::Placed(order.clone()));
+        Ok(order)
     }
 
     fn submit_order(order_id: String) -> Result<Order, OrderError> {

@@ -15,6 +15,7 @@ pub fn handle(event: OrderEvent) {
     match event {
         OrderEvent::Submitted(order) => reserve(&order.order_id, &order.lines),
         OrderEvent::Cancelled(order_id) => release(&order_id),
+        OrderEvent::Placed(_) => {}
     }
 }
 

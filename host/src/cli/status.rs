@@ -42,12 +42,16 @@ fn print(status: &Status, host: Option<&str>) {
     }
     if !status.subscriptions.is_empty() {
         println!();
-        println!("{:<34} {:>8} {:>8} {:>6}  {}", "events", "cursor", "head", "lag", "");
+        println!("{:<34} {:>8} {:>8} {:>6} {:>17}  {}", "events", "cursor", "head", "lag", "p50/p99 ms", "");
         for s in &status.subscriptions {
             let sub = &s.subscription;
             let route = format!("{} -> {} ({})", sub.publisher, sub.subscriber, sub.topic);
             let failing = s.failing_attempts.map(|n| format!("retrying, attempt {n}")).unwrap_or_default();
-            println!("{route:<34} {:>8} {:>8} {:>6}  {failing}", s.cursor, s.head, (s.head - s.cursor).max(0));
+            let latency = match (s.latency_p50_ms, s.latency_p99_ms) {
+                (Some(a), Some(b)) => format!("{a:.2}/{b:.2}"),
+                _ => "-".into(),
+            };
+            println!("{route:<34} {:>8} {:>8} {:>6} {latency:>17}  {failing}", s.cursor, s.head, (s.head - s.cursor).max(0));
         }
     }
 }

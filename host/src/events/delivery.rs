@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::{OutboxEvent, Signal, Subscription, now_ms};
+use super::{OutboxEvent, Signal, Subscription, now_us};
 use crate::component::{Component, set_cursor};
 
 /// Delivers every subscription of an app.
@@ -40,6 +40,40 @@ struct Route {
     /// settling request) never deliver one route at once.
     delivering: Mutex<()>,
     state: Mutex<RouteState>,
+    /// Publish-to-applied times of the latest deliveries, in microseconds.
+    latencies: Mutex<Latencies>,
+}
+
+/// The last `Latencies::KEPT` publish-to-applied times of a route.
+#[derive(Default)]
+struct Latencies {
+    samples: Vec<u32>,
+    next: usize,
+}
+
+impl Latencies {
+    const KEPT: usize = 16_384;
+
+    fn record(&mut self, micros: i64) {
+        let v = micros.clamp(0, u32::MAX as i64) as u32;
+        if self.samples.len() < Self::KEPT {
+            self.samples.push(v);
+        } else {
+            self.samples[self.next] = v;
+            self.next = (self.next + 1) % Self::KEPT;
+        }
+    }
+
+    /// The `q` quantile (0..=1), in milliseconds.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let mut sorted = self.samples.clone();
+        sorted.sort_unstable();
+        let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+        Some(f64::from(sorted[i]) / 1000.0)
+    }
 }
 
 #[derive(Default)]
@@ -86,6 +120,10 @@ pub struct RouteStatus {
     pub head: i64,
     /// Attempts at the event that keeps failing, if one does.
     pub failing_attempts: Option<u32>,
+    /// Time from publish to applied, median and 99th percentile, in
+    /// milliseconds, over the last deliveries (none yet: `None`).
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
 }
 
 impl Dispatcher {
@@ -120,6 +158,7 @@ impl Dispatcher {
                 reader: Mutex::new(reader),
                 delivering: Mutex::new(()),
                 state: Mutex::default(),
+                latencies: Mutex::default(),
             }));
         }
         *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
@@ -208,7 +247,15 @@ impl Dispatcher {
                 let cursor = route.cursor()?;
                 let head = route.head()?;
                 let failing_attempts = route.lock_state().failing.as_ref().map(|f| f.attempts);
-                Ok(RouteStatus { subscription: route.sub.clone(), cursor, head, failing_attempts })
+                let latencies = route.latencies.lock().unwrap_or_else(|p| p.into_inner());
+                Ok(RouteStatus {
+                    subscription: route.sub.clone(),
+                    cursor,
+                    head,
+                    failing_attempts,
+                    latency_p50_ms: latencies.quantile(0.5),
+                    latency_p99_ms: latencies.quantile(0.99),
+                })
             })
             .collect()
     }
@@ -259,10 +306,10 @@ impl Dispatcher {
         for ((publisher, topic), cursor) in upto {
             let route = routes.iter().find(|r| r.sub.publisher == publisher).expect("a route per key");
             let retention = route.publisher.spec().events.retention_secs;
-            let before = now_ms() - (retention.min(i64::MAX as u64 / 1000) as i64) * 1000;
+            let before = now_us() - (retention.min(i64::MAX as u64 / 1_000_000) as i64) * 1_000_000;
             route.publisher.with_db(|c| {
                 let last: Option<i64> = c.query_row(
-                    "SELECT max(seq) FROM _moat_outbox WHERE topic = ?1 AND seq <= ?2 AND published_ms < ?3",
+                    "SELECT max(seq) FROM _moat_outbox WHERE topic = ?1 AND seq <= ?2 AND published_us < ?3",
                     rusqlite::params![topic, cursor, before],
                     |r| r.get(0),
                 )?;
@@ -329,11 +376,11 @@ impl Route {
         let topic = &self.sub.topic;
         let batch: Vec<OutboxEvent> = self.read(|c| {
             c.prepare_cached(
-                "SELECT seq, event, payload, published_ms FROM _moat_outbox
+                "SELECT seq, event, payload, published_us FROM _moat_outbox
                  WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?
             .query_map(rusqlite::params![topic, cursor, settings.batch], |r| {
-                Ok(OutboxEvent { seq: r.get(0)?, topic: topic.clone(), event: r.get(1)?, payload: r.get(2)?, published_ms: r.get(3)? })
+                Ok(OutboxEvent { seq: r.get(0)?, topic: topic.clone(), event: r.get(1)?, payload: r.get(2)?, published_us: r.get(3)? })
             })?
             .collect()
         })?;
@@ -342,6 +389,13 @@ impl Route {
         }
 
         let handled = self.subscriber.handle_events(&self.sub.publisher, topic, &batch)?;
+        if handled.applied > 0 {
+            let now = now_us();
+            let mut latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
+            for event in &batch[..handled.applied] {
+                latencies.record(now - event.published_us);
+            }
+        }
         let mut state = self.lock_state();
         if let Some(through) = handled.through {
             state.cursor = Some(through);

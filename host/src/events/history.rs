@@ -24,8 +24,8 @@ pub struct Published {
     pub event: String,
     /// The event in WAVE.
     pub payload: String,
-    /// When it was published, in milliseconds since the Unix epoch.
-    pub published_ms: i64,
+    /// When it was published, in microseconds since the Unix epoch.
+    pub published_us: i64,
     /// Each subscriber and whether it has the event.
     pub delivery: Vec<(String, Delivery)>,
 }
@@ -66,7 +66,7 @@ pub fn read(
     let Some(conn) = open(&db(publisher))? else { return Ok(Vec::new()) };
     let mut events: Vec<Published> = conn
         .prepare(
-            "SELECT seq, topic, event, payload, published_ms FROM _moat_outbox
+            "SELECT seq, topic, event, payload, published_us FROM _moat_outbox
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?
         .query_map(rusqlite::params![after, limit as i64], |r| {
@@ -76,7 +76,7 @@ pub fn read(
                 topic: r.get(1)?,
                 event: r.get(2)?,
                 payload: r.get(3)?,
-                published_ms: r.get(4)?,
+                published_us: r.get(4)?,
                 delivery: Vec::new(),
             })
         })?

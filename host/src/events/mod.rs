@@ -53,7 +53,7 @@ pub(crate) const TABLES: &str = "
         topic        TEXT NOT NULL,
         event        TEXT NOT NULL,
         payload      TEXT NOT NULL,
-        published_ms INTEGER NOT NULL
+        published_us INTEGER NOT NULL
     );
     CREATE INDEX IF NOT EXISTS _moat_outbox_by_topic ON _moat_outbox (topic, seq);
     CREATE TABLE IF NOT EXISTS _moat_cursor (
@@ -85,8 +85,8 @@ pub struct OutboxEvent {
     pub event: String,
     /// The event in WAVE.
     pub payload: String,
-    /// When it was published, in milliseconds since the Unix epoch.
-    pub published_ms: i64,
+    /// When it was published, in microseconds since the Unix epoch.
+    pub published_us: i64,
 }
 
 /// Who hears whose events: the subscriber's `handler` export takes the
@@ -195,9 +195,9 @@ pub(crate) fn append(conn: &Connection, topic: &str, event: &Val) -> rusqlite::R
     };
     let payload = crate::values::to_wave(event);
     conn.prepare_cached(
-        "INSERT INTO _moat_outbox (topic, event, payload, published_ms) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO _moat_outbox (topic, event, payload, published_us) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(rusqlite::params![topic, case, payload, now_ms()])?;
+    .execute(rusqlite::params![topic, case, payload, now_us()])?;
     Ok(())
 }
 
@@ -225,6 +225,13 @@ impl Signal {
         let guard = self.generation.lock().unwrap_or_else(|p| p.into_inner());
         let _unused = self.changed.wait_timeout_while(guard, timeout, |g| *g == seen);
     }
+}
+
+pub(crate) fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 pub(crate) fn now_ms() -> i64 {

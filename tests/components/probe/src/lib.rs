@@ -96,6 +96,12 @@ impl Guest for Probe {
         }
     }
 
+    fn publish_numbered(prefix: String, count: u32) {
+        for i in 0..count {
+            publish(&ProbeEvent::Note(format!("{prefix}-{i}")));
+        }
+    }
+
     fn publish_then_fail(note: String) -> Result<(), String> {
         publish(&ProbeEvent::Note(note));
         Err("failing after publishing, as asked".into())

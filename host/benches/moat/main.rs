@@ -1,0 +1,595 @@
+//! `make bench`: the cost of the boundary. Every row is measured in this run
+//! against a native baseline measured in the same run: the same SQL done
+//! directly with rusqlite (`native.rs`), same SQLite settings, no Wasm. Each
+//! figure is the median of several rounds, moat and native interleaved so
+//! that a busy neighbour on the machine slows both alike.
+//!
+//! Prints one table and writes it to docs/BENCHMARKS.md with the command,
+//! the date and the machine.
+
+mod native;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moat::{App, Manifest, Plan, Runtime};
+use wasmtime::component::Val;
+
+/// Rounds per measurement; the median is reported.
+const ROUNDS: usize = 7;
+
+fn main() {
+    // Spawned as a native baseline process by the start and memory rows.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--native-start") {
+        return native_start(Path::new(&args[i + 1]));
+    }
+    if let Some(i) = args.iter().position(|a| a == "--native-memory") {
+        return native_memory(Path::new(&args[i + 1]));
+    }
+
+    let guests = workspace().join("target/wasm32-wasip2/guest");
+    assert!(guests.join("relay.wasm").exists(), "build the components first: make bench does");
+    // MOAT_BENCH_ROWS=call,events runs only those rows (for profiling).
+    let only: Option<Vec<String>> = std::env::var("MOAT_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_string).collect());
+    let mut rows = Vec::new();
+    let started = Instant::now();
+    for (name, row) in [
+        ("call", call as fn(&Path) -> Row),
+        ("cross-component call", cross_call),
+        ("unit of work", unit_of_work),
+        ("events", events),
+        ("event latency", event_latency),
+        ("start", start),
+        ("swap", swap),
+        ("memory", memory),
+    ] {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|r| r == name)) {
+            continue;
+        }
+        eprintln!("bench: {name}...");
+        let row = row(&guests);
+        eprintln!("  {}", row.line());
+        rows.push(row);
+    }
+    let report = report(&rows, started.elapsed());
+    println!("{report}");
+    if only.is_some() {
+        return;
+    }
+    let path = workspace().join("docs/BENCHMARKS.md");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, report).unwrap();
+    eprintln!("bench: wrote {}", path.display());
+}
+
+/// One row of the table.
+struct Row {
+    name: &'static str,
+    what: String,
+    moat: String,
+    native: String,
+    ratio: f64,
+    aim: &'static str,
+    met: bool,
+    note: String,
+}
+
+impl Row {
+    fn line(&self) -> String {
+        format!(
+            "| {} | {} | {} | {} | {:.2} | {} | {} |",
+            self.name,
+            self.what,
+            self.moat,
+            self.native,
+            self.ratio,
+            self.aim,
+            if self.met { "met" } else { "missed" }
+        )
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[xs.len() / 2]
+}
+
+fn quantile(mut xs: Vec<i64>, q: f64) -> f64 {
+    xs.sort_unstable();
+    xs[((xs.len() - 1) as f64 * q).round() as usize] as f64
+}
+
+/// Times `per` operations of `moat` and of `native`, interleaved, `ROUNDS`
+/// times after a warm-up; returns the median seconds per operation of each.
+fn per_op(per: usize, mut moat: impl FnMut(usize), mut native: impl FnMut(usize)) -> (f64, f64) {
+    for i in 0..per / 4 {
+        moat(i);
+        native(i);
+    }
+    let (mut m, mut n) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let base = (round + 1) * per;
+        let t = Instant::now();
+        for i in 0..per {
+            native(base + i);
+        }
+        n.push(t.elapsed().as_secs_f64() / per as f64);
+        let t = Instant::now();
+        for i in 0..per {
+            moat(base + i);
+        }
+        m.push(t.elapsed().as_secs_f64() / per as f64);
+    }
+    (median(m), median(n))
+}
+
+fn us(seconds: f64) -> String {
+    format!("{:.2} µs", seconds * 1e6)
+}
+
+/// A throwaway app of the given components, opened in this process.
+fn app(dir: &Path, guests: &Path, components: &[(&str, &str)], cache: Option<PathBuf>) -> App {
+    let mut toml = String::new();
+    for (name, file) in components {
+        toml.push_str(&format!("[components.{name}]\npath = {:?}\n", guests.join(format!("{file}.wasm"))));
+    }
+    let path = dir.join("moat.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let manifest = Manifest::load(&path).unwrap();
+    Plan::new(manifest, Runtime::new(cache).unwrap(), &dir.join("data")).unwrap().open().unwrap()
+}
+
+fn cache() -> Option<PathBuf> {
+    Some(workspace().join("target/moat-bench-cache"))
+}
+
+fn seed_products(app: &App, n: usize) {
+    for i in 0..n {
+        app.call_wave("product", &format!(r#"create-product({{product-id: "P{i:04}", name: "Product {i}", price: 1000, stock: 100}})"#))
+            .unwrap();
+    }
+    app.settle(Duration::from_secs(60)).unwrap();
+}
+
+fn call(guests: &Path) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), guests, &[("product", "product")], cache());
+    seed_products(&app, 1000);
+    let f = app.function("product", "get-product").unwrap();
+    let conn = native::catalog(&dir.path().join("native.db"), 1000);
+    let ids: Vec<String> = (0..1000).map(|i| format!("P{i:04}")).collect();
+    let (m, n) = per_op(
+        4000,
+        |i| {
+            let r = app.call(&f, &[Val::String(ids[i * 7 % 1000].clone())]).unwrap();
+            assert!(matches!(r[0], Val::Option(Some(_))));
+        },
+        |i| assert!(native::get_product(&conn, &ids[i * 7 % 1000]).is_some()),
+    );
+    Row {
+        name: "call",
+        what: "`get-product` through the host vs a native point read".into(),
+        moat: us(m),
+        native: us(n),
+        ratio: m / n,
+        aim: "≤ 1.2",
+        met: m / n <= 1.2,
+        note: String::new(),
+    }
+}
+
+fn cross_call(guests: &Path) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), guests, &[("product", "product"), ("relay", "relay")], cache());
+    seed_products(&app, 1000);
+    let f = app.function("relay", "get-product").unwrap();
+    let conn = native::catalog(&dir.path().join("native.db"), 1000);
+    let ids: Vec<String> = (0..1000).map(|i| format!("P{i:04}")).collect();
+    let (m, n) = per_op(
+        4000,
+        |i| {
+            let r = app.call(&f, &[Val::String(ids[i * 7 % 1000].clone())]).unwrap();
+            assert!(matches!(r[0], Val::Option(Some(_))));
+        },
+        |i| assert!(native::get_product(&conn, &ids[i * 7 % 1000]).is_some()),
+    );
+    Row {
+        name: "cross-component call",
+        what: "relay → host → product `get-product` vs a native point read".into(),
+        moat: us(m),
+        native: us(n),
+        ratio: m / n,
+        aim: "≤ 1.3",
+        met: m / n <= 1.3,
+        note: String::new(),
+    }
+}
+
+fn unit_of_work(guests: &Path) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), guests, &[("product", "product"), ("order", "order")], cache());
+    seed_products(&app, 100);
+    let f = app.function("order", "place-order").unwrap();
+    let conn = native::orders(&dir.path().join("native.db"), 100);
+    let line = |p: usize, q: u32| Val::Record(vec![("product-id".into(), Val::String(format!("P{p:04}"))), ("quantity".into(), Val::U32(q))]);
+    let (m, n) = per_op(
+        1000,
+        |i| {
+            let params = [
+                Val::String(format!("M{i}")),
+                Val::String("C1".into()),
+                Val::List(vec![line(i % 100, 2), line((i + 1) % 100, 1)]),
+            ];
+            let r = app.call(&f, &params).unwrap();
+            assert!(matches!(r[0], Val::Result(Ok(_))));
+        },
+        |i| native::place_order(&conn, &format!("N{i}"), &[(&format!("P{:04}", i % 100), 2), (&format!("P{:04}", (i + 1) % 100), 1)]),
+    );
+    Row {
+        name: "unit of work",
+        what: "`place-order`: a transaction, 2 replica reads, 3 rows, 1 outbox event, vs the same SQL natively".into(),
+        moat: format!("{} ({:.0} orders/s)", us(m), 1.0 / m),
+        native: format!("{} ({:.0} orders/s)", us(n), 1.0 / n),
+        ratio: m / n,
+        aim: "≤ 1.3",
+        met: m / n <= 1.3,
+        note: String::new(),
+    }
+}
+
+/// Runs the dispatcher of `app` on a thread of its own, as `moat up` does.
+struct Delivering {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Delivering {
+    fn start(app: &Arc<App>) -> Delivering {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s) = (app.clone(), stop.clone());
+        let thread = std::thread::spawn(move || a.events().run(&s));
+        Delivering { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn caught_up(app: &App) -> bool {
+    app.status().unwrap().subscriptions.iter().all(|s| s.cursor >= s.head)
+}
+
+fn events(guests: &Path) -> Row {
+    const BATCH: usize = 1000;
+    const CALLS: usize = 100;
+    let (mut m, mut n) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let app = Arc::new(app(dir.path(), guests, &[("probe", "probe"), ("tally", "tally")], cache()));
+        let f = app.function("probe", "publish-numbered").unwrap();
+        let delivering = Delivering::start(&app);
+        let t = Instant::now();
+        for c in 0..CALLS {
+            app.call(&f, &[Val::String(format!("r{round}c{c}")), Val::U32(BATCH as u32)]).unwrap();
+        }
+        while !caught_up(&app) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        m.push((BATCH * CALLS) as f64 / t.elapsed().as_secs_f64());
+        drop(delivering);
+        let totals = app.call_wave("tally", "totals()").unwrap();
+        assert_eq!(moat::values::to_wave(&totals[0]), format!("({}, {})", BATCH * CALLS, BATCH * CALLS), "exactly once");
+
+        let mut pipeline = native::Pipeline::new(dir.path());
+        let t = Instant::now();
+        for c in 0..CALLS {
+            pipeline.publish(&format!("r{round}c{c}"), BATCH);
+        }
+        pipeline.drain(BATCH);
+        n.push((BATCH * CALLS) as f64 / t.elapsed().as_secs_f64());
+    }
+    let (m, n) = (median(m), median(n));
+    Row {
+        name: "events",
+        what: format!("publish → applied in the subscriber, exactly once, batched ({} events, {BATCH} per publishing call)", BATCH * CALLS),
+        moat: format!("{m:.0} events/s"),
+        native: format!("{n:.0} events/s"),
+        ratio: m / n,
+        aim: "≥ 100,000/s and ≥ 0.5",
+        met: m >= 100_000.0 && m / n >= 0.5,
+        note: String::new(),
+    }
+}
+
+fn event_latency(guests: &Path) -> Row {
+    const RATE: u64 = 10_000;
+    let duration = Duration::from_secs(3);
+    let dir = tempfile::tempdir().unwrap();
+    let app = Arc::new(app(dir.path(), guests, &[("probe", "probe"), ("tally", "tally")], cache()));
+    let f = app.function("probe", "publish-numbered").unwrap();
+    let delivering = Delivering::start(&app);
+    let t = Instant::now();
+    native::pace(RATE, duration, |i| {
+        app.call(&f, &[Val::String(format!("s{i}")), Val::U32(1)]).unwrap();
+    });
+    let achieved = (RATE * duration.as_secs()) as f64 / t.elapsed().as_secs_f64();
+    while !caught_up(&app) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = app.status().unwrap();
+    let route = &status.subscriptions[0];
+    let (p50, p99) = (route.latency_p50_ms.unwrap(), route.latency_p99_ms.unwrap());
+    drop(delivering);
+
+    let latencies = native::steady_latencies(dir.path(), RATE, duration);
+    let (n50, n99) = (quantile(latencies.clone(), 0.5) / 1000.0, quantile(latencies, 0.99) / 1000.0);
+    Row {
+        name: "event latency",
+        what: format!("publish → applied at a steady {RATE} events/s for {}s (achieved {achieved:.0}/s), p50 / p99", duration.as_secs()),
+        moat: format!("{p50:.2} / {p99:.2} ms"),
+        native: format!("{n50:.2} / {n99:.2} ms"),
+        ratio: p99 / n99.max(0.001),
+        aim: "p99 ≤ 10 ms",
+        met: p99 <= 10.0,
+        note: "ratio of the p99s".into(),
+    }
+}
+
+/// Runs `moat call` once with the release binary; returns seconds.
+fn time_moat_call(manifest: &Path, data: &Path, cache: &Path) -> f64 {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .arg("--manifest")
+        .arg(manifest)
+        .arg("--data")
+        .arg(data)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(["call", "product", r#"get-product("P0001")"#])
+        .output()
+        .unwrap();
+    let elapsed = t.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    elapsed
+}
+
+fn start(guests: &Path) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("moat.toml");
+    std::fs::write(&manifest, format!("[components.product]\npath = {:?}\n", guests.join("product.wasm"))).unwrap();
+    let data = dir.path().join("data");
+    let warm_cache = dir.path().join("cache");
+    time_moat_call(&manifest, &data, &warm_cache);
+    let native_db = dir.path().join("native.db");
+    drop(native::catalog(&native_db, 10));
+    let me = std::env::current_exe().unwrap();
+    let (mut warm, mut cold, mut nat) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let t = Instant::now();
+        assert!(Command::new(&me).arg("--native-start").arg(&native_db).status().unwrap().success());
+        nat.push(t.elapsed().as_secs_f64());
+        warm.push(time_moat_call(&manifest, &data, &warm_cache));
+        cold.push(time_moat_call(&manifest, &data, &dir.path().join(format!("cold-{round}"))));
+    }
+    let (w, c, n) = (median(warm), median(cold), median(nat));
+    Row {
+        name: "start",
+        what: "`moat call` process: start, load, first call answered; compile cache warm (cold) vs a native process doing the same read".into(),
+        moat: format!("{:.1} ms ({:.1} ms cold)", w * 1e3, c * 1e3),
+        native: format!("{:.1} ms", n * 1e3),
+        ratio: w / n,
+        aim: "warm ≤ 50 ms",
+        met: w <= 0.050,
+        note: String::new(),
+    }
+}
+
+fn native_start(db: &Path) {
+    let conn = native::open(db);
+    assert!(native::get_product(&conn, "P0001").is_some());
+    println!("some(...)");
+}
+
+fn swap(guests: &Path) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Arc::new(app(dir.path(), guests, &[("product", "product"), ("order", "order")], cache()));
+    seed_products(&app, 100);
+    let (v1, v2) = (guests.join("product.wasm"), guests.join("product_v2.wasm"));
+
+    // A steady load of calls on product while it is swapped back and forth.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (failed, completions) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Vec::<Instant>::new())));
+    let load = {
+        let (app, stop, failed, completions) = (app.clone(), stop.clone(), failed.clone(), completions.clone());
+        std::thread::spawn(move || {
+            let f = app.function("product", "get-product").unwrap();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match app.call(&f, &[Val::String(format!("P{:04}", i % 100))]) {
+                    Ok(_) => completions.lock().unwrap().push(Instant::now()),
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                i += 1;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut total, mut switch, mut at) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..10 {
+        let to = if i % 2 == 0 { &v2 } else { &v1 };
+        at.push(Instant::now());
+        let report = app.swap("product", to).unwrap();
+        total.push(report.total_ms);
+        switch.push(report.switch_ms);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+
+    // Throughput in 10 ms windows: the windows that hold a swap, against all.
+    let done = completions.lock().unwrap();
+    let first = done[0];
+    let mut windows = vec![0u32; (done.last().unwrap().duration_since(first).as_millis() / 10 + 1) as usize];
+    for t in done.iter() {
+        windows[(t.duration_since(first).as_millis() / 10) as usize] += 1;
+    }
+    let typical = median(windows.iter().map(|&w| f64::from(w)).collect());
+    let during = at.iter().map(|t| windows[(t.saturating_duration_since(first).as_millis() / 10) as usize] as f64).fold(f64::MAX, f64::min);
+
+    // The cold figure: a runtime without a compile cache.
+    let cold_dir = tempfile::tempdir().unwrap();
+    let cold_app = app_cold(cold_dir.path(), guests);
+    let cold = cold_app.swap("product", &v2).unwrap().total_ms;
+
+    // Native: the alternative to a swap is restarting the service process.
+    let native_db = dir.path().join("native.db");
+    drop(native::catalog(&native_db, 10));
+    let me = std::env::current_exe().unwrap();
+    let restart = median(
+        (0..ROUNDS)
+            .map(|_| {
+                let t = Instant::now();
+                assert!(Command::new(&me).arg("--native-start").arg(&native_db).status().unwrap().success());
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    );
+    let (total, switch) = (median(total), median(switch));
+    let failed = failed.load(Ordering::Relaxed);
+    Row {
+        name: "swap",
+        what: "product 1.0 ⇄ 1.1 under a steady load of calls, cache warm: request → new version serving (callers held); cold compile; calls failed; throughput in the 10 ms window of a swap vs typical".into(),
+        moat: format!(
+            "{total:.1} ms ({switch:.2} ms held); cold {cold:.0} ms; {failed} failed; {during:.0} vs {typical:.0} calls/10 ms"
+        ),
+        native: format!("{restart:.1} ms (restart a native process)"),
+        ratio: total / restart,
+        aim: "≤ 20 ms, 0 failed",
+        met: total <= 20.0 && failed == 0,
+        note: String::new(),
+    }
+}
+
+fn app_cold(dir: &Path, guests: &Path) -> App {
+    let a = app(dir, guests, &[("product", "product"), ("order", "order")], None);
+    seed_products(&a, 10);
+    a
+}
+
+/// Peak resident memory of a process, from /proc, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn memory(guests: &Path) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("moat.toml");
+    std::fs::write(
+        &manifest,
+        format!("[components.product]\npath = {:?}\n[components.order]\npath = {:?}\n", guests.join("product.wasm"), guests.join("order.wasm")),
+    )
+    .unwrap();
+    let mut host = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("--cache-dir")
+        .arg(cache().unwrap())
+        .args(["up", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(host.stdout.take().unwrap()), &mut line).unwrap();
+    let addr = line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let client = moat::control::client::Client::new(&addr);
+    for p in 0..10 {
+        client.call("product", &format!(r#"create-product({{product-id: "P{p}", name: "Product {p}", price: 1000, stock: 100000}})"#), false).unwrap();
+    }
+    for o in 0..1000 {
+        client
+            .call("order", &format!(r#"place-order("O{o}", "C1", [{{product-id: "P{}", quantity: 1}}, {{product-id: "P{}", quantity: 2}}])"#, o % 10, (o + 3) % 10), false)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let moat_kib = peak_rss_kib(host.id());
+    unsafe_kill(host.id());
+    host.wait().unwrap();
+
+    let me = std::env::current_exe().unwrap();
+    let out = Command::new(&me).arg("--native-memory").arg(dir.path()).output().unwrap();
+    let native_kib: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    Row {
+        name: "memory",
+        what: "peak RSS of `moat up` with product and order loaded and 1,000 orders placed, vs a native process doing the same SQL".into(),
+        moat: format!("{:.1} MiB", moat_kib as f64 / 1024.0),
+        native: format!("{:.1} MiB", native_kib as f64 / 1024.0),
+        ratio: moat_kib as f64 / native_kib as f64,
+        aim: "≤ 64 MiB",
+        met: moat_kib <= 64 * 1024,
+        note: String::new(),
+    }
+}
+
+fn unsafe_kill(pid: u32) {
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+}
+
+fn native_memory(dir: &Path) {
+    let conn = native::orders(&dir.join("native-memory.db"), 10);
+    for o in 0..1000 {
+        native::place_order(&conn, &format!("O{o}"), &[(&format!("P{:04}", o % 10), 1), (&format!("P{:04}", (o + 3) % 10), 2)]);
+    }
+    println!("{}", peak_rss_kib(std::process::id()));
+}
+
+fn report(rows: &[Row], took: Duration) -> String {
+    let mut out = String::new();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_string())))
+        .unwrap_or_default();
+    let date = Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let commit = Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(workspace()).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(out, "Command: `make bench`. Date: {date}. Commit: {commit}. Machine: {cpu}, {cores} cores, {mem} of memory. Took {:.0} s.\n", took.as_secs_f64());
+    let _ = writeln!(out, "Every row is measured in the same run as its native baseline: the same SQL done directly with rusqlite in plain Rust, with the same SQLite settings (WAL, synchronous=NORMAL), no Wasm. Figures are medians of {ROUNDS} rounds unless the row says otherwise; the ratio is moat / native (lower is better).\n");
+    let _ = writeln!(out, "| row | what | moat | native | ratio | aim | |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(out, "{}", r.line());
+    }
+    let notes: Vec<String> = rows.iter().filter(|r| !r.note.is_empty()).map(|r| format!("- {}: {}", r.name, r.note)).collect();
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\n{}", notes.join("\n"));
+    }
+    out
+}
