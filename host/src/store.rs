@@ -29,7 +29,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql};
 
 use crate::manifest::{Limits, SqliteSettings};
 
-use crate::platform::moat::platform::store::{self, Error, Rows, Value};
+use crate::platform::moat::platform::store::{self, Error, Value};
 
 /// The version of a component's tables, as its `migrate` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -161,7 +161,7 @@ impl Db {
     /// Opens the unit of work's transaction if it is not open yet.
     fn begin(&mut self) -> rusqlite::Result<()> {
         if !self.in_tx {
-            self.as_host(|c| c.execute_batch("BEGIN"))?;
+            self.as_host(|c| run(c, "BEGIN IMMEDIATE"))?;
             self.in_tx = true;
         }
         Ok(())
@@ -179,9 +179,9 @@ impl Db {
     pub fn commit(&mut self) -> Result<()> {
         if self.in_tx {
             self.in_tx = false;
-            if let Err(e) = self.as_host(|c| c.execute_batch("COMMIT")) {
+            if let Err(e) = self.as_host(|c| run(c, "COMMIT")) {
                 // A failed COMMIT can leave the transaction open: end it.
-                let _ = self.as_host(|c| c.execute_batch("ROLLBACK"));
+                let _ = self.as_host(|c| run(c, "ROLLBACK"));
                 return Err(e).context("committing the unit of work");
             }
         }
@@ -192,7 +192,7 @@ impl Db {
     pub fn rollback(&mut self) {
         if self.in_tx {
             self.in_tx = false;
-            if let Err(e) = self.as_host(|c| c.execute_batch("ROLLBACK")) {
+            if let Err(e) = self.as_host(|c| run(c, "ROLLBACK")) {
                 tracing::error!("rolling back a unit of work failed: {e}");
             }
         }
@@ -208,17 +208,20 @@ impl Db {
     /// Marks a point in the unit of work to roll back to: one per event
     /// handled, so a failing handler undoes only its own writes.
     pub fn savepoint(&mut self) -> Result<()> {
-        self.host(|c| c.execute_batch("SAVEPOINT moat_step"))
+        self.host(|c| run(c, "SAVEPOINT moat_step"))
     }
 
     /// Keeps what was done since the savepoint.
     pub fn release(&mut self) -> Result<()> {
-        self.host(|c| c.execute_batch("RELEASE moat_step"))
+        self.host(|c| run(c, "RELEASE moat_step"))
     }
 
     /// Undoes what was done since the savepoint, and drops it.
     pub fn rollback_to_savepoint(&mut self) -> Result<()> {
-        self.host(|c| c.execute_batch("ROLLBACK TO moat_step; RELEASE moat_step"))
+        self.host(|c| {
+            run(c, "ROLLBACK TO moat_step")?;
+            run(c, "RELEASE moat_step")
+        })
     }
 
     /// The schema version the component's `migrate` last returned, if any.
@@ -257,15 +260,24 @@ impl Db {
                 "VACUUM is refused: the host maintains the database, and VACUUM INTO would copy it elsewhere".into(),
             ));
         }
-        self.begin().map_err(|e| Error::Other(format!("opening the unit of work: {e}")))?;
+        // The transaction opens at the first statement that writes. Reads
+        // before it run on their own: nothing else writes this database (one
+        // host per data directory, one unit of work at a time per
+        // component), so they see what they would inside it, and a call that
+        // only reads costs what a plain read costs.
         self.denial.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match self.conn.prepare_cached(sql) {
-            Ok(stmt) => Ok(stmt),
-            Err(e) => {
-                let denial = self.denial.lock().unwrap_or_else(|p| p.into_inner()).take();
-                Err(classify(e, denial))
-            }
+        let stmt = self.conn.prepare_cached(sql).map_err(|e| {
+            let denial = self.denial.lock().unwrap_or_else(|p| p.into_inner()).take();
+            classify(e, denial)
+        })?;
+        if !self.in_tx && !stmt.readonly() {
+            self.host_mode.store(true, Ordering::Relaxed);
+            let begun = run(&self.conn, "BEGIN IMMEDIATE");
+            self.host_mode.store(false, Ordering::Relaxed);
+            begun.map_err(|e| Error::Other(format!("opening the unit of work: {e}")))?;
+            self.in_tx = true;
         }
+        Ok(stmt)
     }
 }
 
@@ -279,11 +291,10 @@ impl store::Host for Db {
         Ok(changed as u64)
     }
 
-    fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, Error> {
+    fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Vec<Vec<Value>>, Error> {
         let (max_rows, max_bytes) = (self.max_rows, self.max_bytes);
         let mut stmt = self.guest_statement(&sql)?;
-        let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
-        let width = columns.len();
+        let width = stmt.column_count();
         let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(Param))).map_err(|e| classify(e, None))?;
         let (mut out, mut bytes) = (Vec::new(), 0u64);
         while let Some(row) = rows.next().map_err(|e| classify(e, None))? {
@@ -308,7 +319,7 @@ impl store::Host for Db {
             }
             out.push(values);
         }
-        Ok(Rows { columns, rows: out })
+        Ok(out)
     }
 }
 
@@ -384,6 +395,11 @@ fn authorize(ctx: &AuthContext<'_>) -> Result<(), String> {
         AuthAction::Unknown { code, .. } => Err(format!("SQLite action {code} is not allowed")),
         _ => Ok(()),
     }
+}
+
+/// Runs one of the host's fixed statements, prepared once.
+fn run(c: &Connection, sql: &str) -> rusqlite::Result<()> {
+    c.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// The first word of a statement, past white space and comments.

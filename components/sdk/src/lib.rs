@@ -44,8 +44,7 @@ pub mod sql {
 
     /// Runs one query and returns its rows.
     pub fn query(sql: &str, params: &[Value]) -> Result<Vec<Row>, Error> {
-        let rows = store::query(sql, params)?;
-        Ok(rows.rows.into_iter().map(Row).collect())
+        Ok(store::query(sql, params)?.into_iter().map(Row).collect())
     }
 
     /// Runs a query expected to return at most one row.

@@ -28,7 +28,7 @@ impl Guest for Probe {
 
     fn query(sql: String) -> Result<Vec<Vec<String>>, String> {
         let rows = store::query(&sql, &[]).map_err(|e| format!("{e:?}"))?;
-        Ok(rows.rows.into_iter().map(|row| row.into_iter().map(text).collect()).collect())
+        Ok(rows.into_iter().map(|row| row.into_iter().map(text).collect()).collect())
     }
 
     fn write_then_trap(sql: String) {
