@@ -9,5 +9,6 @@ mod integration_bad_input;
 mod integration_boundary;
 mod integration_crash;
 mod integration_events;
+mod integration_nats;
 mod integration_skeleton;
 mod integration_swap;

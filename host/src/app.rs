@@ -21,6 +21,8 @@ use crate::component::{CallError, Component, ComponentStatus, Version};
 use crate::contract::{self, Contract};
 use crate::engine::{Compiled, Runtime};
 use crate::events::{self, Dispatcher, RouteStatus, Settled, Signal, Subscription};
+use crate::calls::Provider;
+use crate::remote::{self, Nats, RemoteComponent};
 use crate::swap::Deployments;
 use crate::linker::{self, Grant, Grants};
 use crate::manifest::{ComponentSpec, Manifest};
@@ -41,6 +43,9 @@ pub struct Plan {
 pub struct Part {
     /// Its name in the manifest.
     pub name: String,
+    /// The host it runs on, if not this one: then only its contract is
+    /// used here, and it is reached through NATS.
+    pub remote: Option<String>,
     /// The swapped-in build it runs instead of the manifest's, if any.
     pub swapped: Option<PathBuf>,
     /// Its manifest table.
@@ -85,7 +90,7 @@ impl Plan {
         let mut swapped = BTreeMap::new();
         for (name, spec) in &manifest.components {
             let mut path = manifest.wasm_path(spec);
-            if deployments.0.contains_key(name) {
+            if deployments.0.contains_key(name) && manifest.is_local(spec) {
                 if let Some(build) = deployments.build_for(data_dir, name, &file_digest(&path).unwrap_or_default()) {
                     swapped.insert(name.clone(), build.clone());
                     path = build;
@@ -121,6 +126,7 @@ impl Plan {
         let parts = order
             .into_iter()
             .map(|name| Part {
+                remote: (!manifest.is_local(&manifest.components[&name])).then(|| manifest.components[&name].host.clone().unwrap_or_default()),
                 swapped: swapped.remove(&name),
                 spec: manifest.components[&name].clone(),
                 compiled: compiled.remove(&name).expect("compiled every component"),
@@ -182,10 +188,20 @@ impl Plan {
         let lock = DataLock::acquire(data_dir, wait)?;
         let engine = self.runtime.engine().clone();
         let signal = Arc::new(Signal::default());
+        let nats = self.manifest.nats.as_ref().map(Nats::connect).transpose()?;
         let mut components: BTreeMap<String, Arc<Component>> = BTreeMap::new();
+        let mut remotes: BTreeMap<String, Remote> = BTreeMap::new();
         for part in self.parts {
-            let linker = linker::build(&engine, &part.grants, |provider| {
-                components.get(provider).cloned().expect("providers start before their callers")
+            if part.remote.is_some() {
+                let nats = nats.clone().expect("a remote component implies [nats]");
+                let timeout = Duration::from_millis(part.spec.limits.call_timeout_ms);
+                let remote = Remote { contract: part.contract, client: RemoteComponent::new(nats, &part.name, timeout) };
+                remotes.insert(part.name, remote);
+                continue;
+            }
+            let linker = linker::build(&engine, &part.grants, |provider| match components.get(provider) {
+                Some(c) => Provider::Local(c.clone()),
+                None => Provider::Remote(remotes[provider].client.with_timeout(Duration::from_millis(part.spec.limits.call_timeout_ms))),
             })?;
             let pre = linker
                 .instantiate_pre(&part.compiled.component)
@@ -196,23 +212,65 @@ impl Plan {
             let component = Component::start(&engine, &part.name, part.spec, &db_path, version, signal.clone())?;
             components.insert(part.name, Arc::new(component));
         }
-        let dispatcher = Dispatcher::new(&self.subscriptions, &components, signal)?;
+        // Local publishers to local subscribers go through the dispatcher;
+        // events from other hosts come through JetStream.
+        let (local, incoming): (Vec<Subscription>, Vec<Subscription>) = self
+            .subscriptions
+            .iter()
+            .filter(|s| components.contains_key(&s.subscriber))
+            .cloned()
+            .partition(|s| components.contains_key(&s.publisher));
+        let dispatcher = Dispatcher::new(&local, &components, signal.clone(), nats.is_some())?;
+        if let Some(nats) = &nats {
+            let publishers = components
+                .values()
+                .map(|c| (c.clone(), publish_topics(&c.version().grants)))
+                .filter(|(_, topics)| !topics.is_empty())
+                .collect();
+            nats.start(remote::Wiring { components: components.clone(), publishers, incoming, signal });
+        }
         Ok(App {
+            dispatcher,
+            nats,
+            remotes,
             runtime: self.runtime,
             manifest: self.manifest,
             data_dir: data_dir.to_path_buf(),
             components,
-            dispatcher,
             swapping: Mutex::new(()),
             _lock: lock,
         })
     }
 }
 
+/// A component on another host, as this one knows it.
+pub(crate) struct Remote {
+    /// Its contract, from the build the manifest names.
+    pub contract: Contract,
+    /// How to call it.
+    pub client: RemoteComponent,
+}
+
+/// The topics a component's grants let it publish.
+fn publish_topics(grants: &Grants) -> Vec<String> {
+    grants
+        .iter()
+        .filter_map(|(_, g)| match g {
+            Grant::Publish { topic } => Some(topic.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A running app.
 pub struct App {
     /// Before the components: its outbox readers close first (see `Route`).
     dispatcher: Dispatcher,
+    /// The connection to other hosts, when the app spans hosts. Before the
+    /// components: its tasks stop first.
+    nats: Option<Arc<Nats>>,
+    /// Components that run on other hosts.
+    remotes: BTreeMap<String, Remote>,
     pub(crate) runtime: Runtime,
     manifest: Manifest,
     data_dir: PathBuf,
@@ -223,16 +281,29 @@ pub struct App {
 }
 
 impl App {
-    /// Calls a function as one unit of work of its component.
+    /// Calls a function as one unit of work of its component, here or on
+    /// the host that runs it.
     pub fn call(&self, f: &FunctionRef, params: &[Val]) -> Result<Vec<Val>, CallError> {
+        if let Some(remote) = self.remotes.get(&f.component) {
+            let results: Vec<_> = f.ty.results().collect();
+            let id = contract::InterfaceId::parse(&f.export);
+            return remote.client.call(&id, &f.func, params, &results).map_err(|source| CallError::Host {
+                component: f.component.clone(),
+                function: crate::component::qualified(&f.export, &f.func),
+                source,
+            });
+        }
         let component = self.components.get(&f.component).expect("a FunctionRef names a loaded component");
         component.call(&f.export, &f.func, params)
     }
 
     /// Finds the function a user named, as [`Plan::function`] does.
     pub fn function(&self, component: &str, name: &str) -> Result<FunctionRef> {
+        if let Some(remote) = self.remotes.get(component) {
+            return find_function(component, &remote.contract, name);
+        }
         let Some(c) = self.components.get(component) else {
-            let names: Vec<&str> = self.components.keys().map(String::as_str).collect();
+            let names: Vec<&str> = self.manifest.components.keys().map(String::as_str).collect();
             bail!("no component `{component}` in {}; it has: {}", self.manifest.path.display(), names.join(", "));
         };
         find_function(component, &c.version().contract, name)
@@ -280,6 +351,7 @@ impl App {
             data_dir: self.data_dir.clone(),
             components: self.components().map(|c| c.status()).collect(),
             subscriptions: self.dispatcher.status()?,
+            nats: self.nats.as_ref().map(|n| n.status()),
         })
     }
 
@@ -289,9 +361,31 @@ impl App {
     }
 
     /// Delivers every pending event (and those they cause), retries
-    /// included, for at most `limit`.
+    /// included, for at most `limit`. Across hosts, waits until this host's
+    /// events are in JetStream; other hosts apply them on their own time.
     pub fn settle(&self, limit: Duration) -> Result<Settled> {
-        self.dispatcher.settle(limit)
+        let mut settled = self.dispatcher.settle(limit)?;
+        if let Some(nats) = &self.nats {
+            settled.complete &= nats.flush_relays(limit);
+        }
+        Ok(settled)
+    }
+
+    /// The connection to other hosts, if the app spans hosts.
+    pub fn nats(&self) -> Option<&Arc<Nats>> {
+        self.nats.as_ref()
+    }
+
+    pub(crate) fn remotes(&self) -> &BTreeMap<String, Remote> {
+        &self.remotes
+    }
+
+    /// Who serves calls to `name`, for a caller with this deadline.
+    pub(crate) fn provider(&self, name: &str, timeout: Duration) -> Provider {
+        match self.components.get(name) {
+            Some(c) => Provider::Local(c.clone()),
+            None => Provider::Remote(self.remotes[name].client.with_timeout(timeout)),
+        }
     }
 
     /// The data directory.
@@ -370,6 +464,8 @@ pub struct Status {
     pub components: Vec<ComponentStatus>,
     /// Each subscription, with how far behind it is.
     pub subscriptions: Vec<RouteStatus>,
+    /// NATS, when the app spans hosts.
+    pub nats: Option<remote::NatsStatus>,
 }
 
 /// Orders components so that every provider starts before its callers, or

@@ -80,8 +80,14 @@ impl Runtime {
         let bytes = std::fs::read(path).with_context(|| {
             format!("cannot read the component file {}: check the path in moat.toml and that the component is built (`make build`)", path.display())
         })?;
-        check_is_component(path, &bytes)?;
-        let digest = hex(&Sha256::digest(&bytes));
+        self.load_bytes(path, &bytes)
+    }
+
+    /// Loads a component from its bytes (`source` names where they came
+    /// from), through the compile cache.
+    pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Compiled> {
+        check_is_component(path, bytes)?;
+        let digest = hex(&Sha256::digest(bytes));
 
         let cached = self.cache_dir.as_ref().map(|dir| dir.join(format!("{digest}-{}.cwasm", self.engine_hash())));
         if let Some(file) = &cached {
@@ -101,7 +107,7 @@ impl Runtime {
 
         let serialized = self
             .engine
-            .precompile_component(&bytes)
+            .precompile_component(bytes)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
         if let Some(file) = &cached {

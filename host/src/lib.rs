@@ -20,6 +20,8 @@
 //! - `events`: typed events through a transactional outbox, delivered
 //!   exactly once and in order, with retries and dead letters.
 //! - `swap`: replacing a component's version while the app runs.
+//! - `remote`: components on other hosts: events through NATS JetStream,
+//!   calls through NATS request-reply.
 
 pub mod app;
 pub mod calls;
@@ -33,6 +35,7 @@ pub mod linker;
 pub mod log;
 pub mod manifest;
 mod platform;
+pub mod remote;
 pub mod store;
 pub mod swap;
 pub mod values;

@@ -17,13 +17,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::component::{Component, InstanceState};
+use crate::calls::Provider;
+use crate::component::InstanceState;
 use crate::contract::{self, Contract, Interface};
 use crate::platform::moat::platform::{log, store};
 
@@ -167,8 +167,8 @@ fn grant_one(
 }
 
 /// Builds the linker that serves exactly `grants`. `provider` finds the
-/// running component a forwarded call goes to.
-pub fn build(engine: &Engine, grants: &Grants, provider: impl Fn(&str) -> Arc<Component>) -> Result<Linker<InstanceState>> {
+/// component a forwarded call goes to, here or on another host.
+pub fn build(engine: &Engine, grants: &Grants, provider: impl Fn(&str) -> Provider) -> Result<Linker<InstanceState>> {
     let mut linker = Linker::new(engine);
     if grants.iter().any(|(_, g)| matches!(g, Grant::Wasi | Grant::WasiInert)) {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;

@@ -11,6 +11,19 @@
 //!
 //! Unknown fields are refused, and every error names the file, the line and
 //! the field, so a typo never silently falls back to a default.
+//!
+//! Across machines, a `[nats]` table names this host and where NATS
+//! JetStream is, and a component that runs on another host says which:
+//!
+//! ```toml
+//! [nats]
+//! url = "nats://127.0.0.1:4222"
+//! host = "catalog-host"
+//!
+//! [components.order]
+//! path = "target/wasm32-wasip2/guest/order.wasm"   # its contract, read here
+//! host = "order-host"                             # where it runs
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,6 +41,18 @@ pub struct Manifest {
     pub path: PathBuf,
     /// Components by name, in name order.
     pub components: BTreeMap<String, ComponentSpec>,
+    /// Where NATS is and who this host is, when the app spans hosts.
+    pub nats: Option<NatsSettings>,
+}
+
+/// The `[nats]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSettings {
+    /// The NATS server (with JetStream): `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// This host's name, as other hosts' manifests name it.
+    pub host: String,
 }
 
 /// One `[components.NAME]` table.
@@ -49,6 +74,20 @@ pub struct ComponentSpec {
     /// How the component's events are kept, and how events are delivered to it.
     #[serde(default)]
     pub events: EventSettings,
+    /// The host it runs on, when that is not this one (see `[nats]`): this
+    /// host reads its `.wasm` for its contract, and reaches it through NATS.
+    pub host: Option<String>,
+}
+
+impl Manifest {
+    /// Whether `spec` runs on this host.
+    pub fn is_local(&self, spec: &ComponentSpec) -> bool {
+        match (&spec.host, &self.nats) {
+            (None, _) => true,
+            (Some(h), Some(n)) => *h == n.host,
+            (Some(_), None) => false,
+        }
+    }
 }
 
 /// Event settings of one component: for the events it publishes (retention)
@@ -181,6 +220,7 @@ impl Default for Limits {
 struct RawManifest {
     #[serde(default)]
     components: BTreeMap<String, ComponentSpec>,
+    nats: Option<NatsSettings>,
 }
 
 /// A manifest that could not be read, with where and what to do.
@@ -239,7 +279,26 @@ impl Manifest {
                 return Err(invalid(format!("[components.{name}.events]: max_attempts and batch must be above 0")));
             }
         }
-        Ok(Manifest { path: path.to_path_buf(), components: raw.components })
+        if let Some(nats) = &raw.nats {
+            if !nats.url.starts_with("nats://") {
+                return Err(invalid(format!("[nats] url: {:?} is not a nats:// address, like nats://127.0.0.1:4222", nats.url)));
+            }
+            if let Err(why) = check_name(&nats.host) {
+                return Err(invalid(format!("[nats] host: {why}")));
+            }
+        }
+        for (name, spec) in &raw.components {
+            if let (Some(host), None) = (&spec.host, &raw.nats) {
+                return Err(invalid(format!(
+                    "[components.{name}] runs on host `{host}`, but there is no [nats] table saying how to reach other hosts"
+                )));
+            }
+        }
+        let manifest = Manifest { path: path.to_path_buf(), components: raw.components, nats: raw.nats };
+        if !manifest.components.values().any(|spec| manifest.is_local(spec)) {
+            return Err(invalid("no component runs on this host: at least one must have no `host`, or this host's".into()));
+        }
+        Ok(manifest)
     }
 
     /// The directory relative paths in the manifest start from.
@@ -275,7 +334,7 @@ struct NameError;
 impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
-            "a component name is 1 to 64 lowercase letters, digits and single dashes, \
+            "a name (of a component, or a host) is 1 to 64 lowercase letters, digits and single dashes, \
              starting with a letter (like `product` or `order-v2`)",
         )
     }

@@ -72,19 +72,19 @@ impl App {
         let compiled = self.runtime.load(wasm).map_err(|e| refused(format!("  - {e:#}")))?;
         let contract = Contract::of(self.runtime.engine(), &compiled.component.component_type());
 
-        // The app as it would be: everyone else as now, this one new.
-        let mut contracts: BTreeMap<String, Contract> =
-            self.components().map(|c| (c.name().to_string(), c.version().contract.clone())).collect();
+        // The app as it is now, on every host, and as it would be.
+        let (now_contracts, now_grants) = self.wiring();
+        let mut contracts = now_contracts.clone();
         contracts.insert(name.to_string(), contract.clone());
         let grants = linker::grant(name, &contract, component.spec().strict, &contracts).map_err(|e| refused(format!("  - {e:#}")))?;
-        let mut all_grants: BTreeMap<String, Grants> =
-            self.components().map(|c| (c.name().to_string(), c.version().grants.clone())).collect();
+        let mut all_grants = now_grants.clone();
         all_grants.insert(name.to_string(), grants.clone());
 
-        let mut problems = consumer_problems(self, name, &contract);
+        let mut problems = consumer_problems(name, &contract, &now_grants);
+        let before = new_subscriptions(&now_contracts, &now_grants).unwrap_or_default();
         let subscriptions = match new_subscriptions(&contracts, &all_grants) {
             Ok(subs) => {
-                for lost in self.events().subscriptions().iter().filter(|s| !subs.iter().any(|n| same_route(s, n))) {
+                for lost in before.iter().filter(|s| !subs.iter().any(|n| same_route(s, n))) {
                     problems.push(if lost.subscriber == name {
                         format!(
                             "`{name}` handles the {} events `{}` publishes, and the new build does not: they would go unheard",
@@ -112,7 +112,8 @@ impl App {
             return Err(refused(lines.join("\n")));
         }
 
-        let linker = linker::build(self.runtime.engine(), &grants, |p| self.require(p).expect("granted providers exist").clone())?;
+        let timeout = std::time::Duration::from_millis(component.spec().limits.call_timeout_ms);
+        let linker = linker::build(self.runtime.engine(), &grants, |p| self.provider(p, timeout))?;
         let pre = linker
             .instantiate_pre(&compiled.component)
             .map_err(anyhow::Error::from)
@@ -125,7 +126,17 @@ impl App {
             format!("swap of `{name}` to {} failed; the old version keeps serving and its database is unchanged", wasm.display())
         })?;
         let switch_ms = switch.elapsed().as_secs_f64() * 1e3;
-        self.events().update(&subscriptions, &self.component_map())?;
+        let local: Vec<Subscription> = subscriptions
+            .into_iter()
+            .filter(|s| self.component(&s.subscriber).is_some() && self.component(&s.publisher).is_some())
+            .collect();
+        self.events().update(&local, &self.component_map())?;
+        if let Some(nats) = self.nats() {
+            let c = component.clone();
+            if let Err(e) = nats.run(move |n| async move { crate::remote::peers::announce(&n, &c).await }) {
+                tracing::warn!(component = name, "the swap is live, but announcing it to other hosts failed: {e:#}");
+            }
+        }
         if let Err(e) = Deployments::record(self.data_dir(), name, &old.compiled.source, wasm, &self.manifest_digest(name)?) {
             tracing::warn!(component = name, "the swap is live, but recording it for the next start failed: {e:#}");
         }
@@ -152,11 +163,48 @@ impl App {
     }
 }
 
+impl App {
+    /// Every component's contract and grants as they run now, on this host
+    /// and on the others (as their hosts announced them, else as the
+    /// manifest names them).
+    fn wiring(&self) -> (BTreeMap<String, Contract>, BTreeMap<String, Grants>) {
+        let mut contracts: BTreeMap<String, Contract> =
+            self.components().map(|c| (c.name().to_string(), c.version().contract.clone())).collect();
+        for (name, remote) in self.remotes() {
+            contracts.insert(name.clone(), self.announced_contract(name).unwrap_or_else(|| remote.contract.clone()));
+        }
+        let mut grants: BTreeMap<String, Grants> =
+            self.components().map(|c| (c.name().to_string(), c.version().grants.clone())).collect();
+        for name in self.remotes().keys() {
+            let strict = self.manifest().components[name].strict;
+            match linker::grant(name, &contracts[name], strict, &contracts) {
+                Ok(g) => {
+                    grants.insert(name.clone(), g);
+                }
+                Err(e) => tracing::warn!(component = name.as_str(), "cannot tell what it imports now: {e:#}"),
+            }
+        }
+        (contracts, grants)
+    }
+
+    /// The contract of the build another host announced for `name`.
+    fn announced_contract(&self, name: &str) -> Option<Contract> {
+        let nats = self.nats()?;
+        let n = name.to_string();
+        let build = nats.run(move |nats| async move {
+            tokio::time::timeout(std::time::Duration::from_secs(2), crate::remote::peers::build_of(&nats, &n)).await
+        });
+        let (sha, bytes) = build.ok()?.ok()??;
+        let compiled = self.runtime.load_bytes(Path::new(&format!("{name} (announced build {sha})")), &bytes).ok()?;
+        Some(Contract::of(self.runtime.engine(), &compiled.component.component_type()))
+    }
+}
+
 /// What running consumers call of `name` that `contract` would not serve.
-fn consumer_problems(app: &App, name: &str, contract: &Contract) -> Vec<String> {
+fn consumer_problems(name: &str, contract: &Contract, grants: &BTreeMap<String, Grants>) -> Vec<String> {
     let mut problems = Vec::new();
-    for consumer in app.components().filter(|c| c.name() != name) {
-        for (import, grant) in &consumer.version().grants {
+    for (consumer, consumer_grants) in grants.iter().filter(|(c, _)| c.as_str() != name) {
+        for (import, grant) in consumer_grants {
             if !matches!(grant, Grant::Call { provider, .. } if provider == name) {
                 continue;
             }
@@ -169,7 +217,7 @@ fn consumer_problems(app: &App, name: &str, contract: &Contract) -> Vec<String> 
                     .collect();
                 problems.push(format!(
                     "`{}` imports {}, which the new build does not export{}",
-                    consumer.name(),
+                    consumer,
                     import.name,
                     if offered.is_empty() {
                         String::new()
@@ -183,7 +231,7 @@ fn consumer_problems(app: &App, name: &str, contract: &Contract) -> Vec<String> 
                 match export.func(&f.name) {
                     None => problems.push(format!(
                         "`{}` calls `{}` of {}, and the new build's {} has no such function",
-                        consumer.name(),
+                        consumer,
                         f.name,
                         import.name,
                         export.name
@@ -192,7 +240,7 @@ fn consumer_problems(app: &App, name: &str, contract: &Contract) -> Vec<String> 
                         if let Err(d) = contract::func_fits(&f.ty, &p.ty) {
                             problems.push(format!(
                                 "`{}` calls `{}` of {}, and the new build's differs: {d}",
-                                consumer.name(),
+                                consumer,
                                 f.name,
                                 import.name
                             ));

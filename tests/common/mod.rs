@@ -111,11 +111,18 @@ impl TestApp {
 impl TestApp {
     /// Starts `moat up` on a free loopback port and waits until it serves.
     pub fn up(&self) -> Host {
+        Host::start(&self.manifest(), &self.data())
+    }
+}
+
+impl Host {
+    /// Starts `moat up` for a manifest and data directory.
+    pub fn start(manifest: &Path, data: &Path) -> Host {
         let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
             .arg("--manifest")
-            .arg(self.manifest())
+            .arg(manifest)
             .arg("--data")
-            .arg(self.data())
+            .arg(data)
             .args(["up", "--listen", "127.0.0.1:0"])
             .env("MOAT_CACHE_DIR", cache_dir())
             .stdout(Stdio::piped())
@@ -130,6 +137,17 @@ impl TestApp {
             .unwrap_or_else(|| panic!("moat up did not say where it listens: {line:?}"))
             .to_string();
         Host { client: Client::new(&addr), addr, child }
+    }
+
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the host with SIGKILL and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -37,7 +37,10 @@ pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
             }));
             continue;
         }
-        println!("{}  {version}", part.name);
+        match &part.remote {
+            Some(host) => println!("{}  {version}  (runs on host `{host}`, reached through NATS)", part.name),
+            None => println!("{}  {version}", part.name),
+        }
         println!("  source    {} (sha256 {})", shown(&part.compiled.source), &part.compiled.digest[..12]);
         println!("  database  {}", shown(&db));
         println!("  exports");

@@ -22,6 +22,42 @@ pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
 }
 
 fn print(status: &Status, host: Option<&str>) {
+    print_local(status, host);
+    if let Some(nats) = &status.nats {
+        print_nats(nats);
+    }
+}
+
+fn print_nats(n: &crate::remote::NatsStatus) {
+    println!();
+    println!("nats {} as host `{}`: {}", n.url, n.host, if n.connected { "connected" } else { "NOT CONNECTED" });
+    match &n.stream {
+        Some(s) => println!("  stream {}: {} messages, {} bytes, seq {}..{}", crate::remote::STREAM, s.messages, s.bytes, s.first_seq, s.last_seq),
+        None => println!("  stream {}: cannot be read now", crate::remote::STREAM),
+    }
+    for p in &n.peers {
+        println!(
+            "  peer: `{}` on host `{}`, version {}, sha256 {}",
+            p.component,
+            p.host,
+            p.version.as_deref().unwrap_or("-"),
+            &p.sha256[..12.min(p.sha256.len())]
+        );
+    }
+    for r in &n.relays {
+        println!("  relay {} ({}) -> JetStream: #{} of #{} (lag {})", r.publisher, r.topic, r.relayed, r.head, (r.head - r.relayed).max(0));
+    }
+    for c in &n.consumers {
+        let pending = c.pending.map_or("?".to_string(), |p| p.to_string());
+        let latency = match (c.latency_p50_ms, c.latency_p99_ms) {
+            (Some(a), Some(b)) => format!(", p50/p99 {a:.2}/{b:.2} ms"),
+            _ => String::new(),
+        };
+        println!("  consumer JetStream -> {} ({} from {}): cursor #{}, {pending} pending{latency}", c.subscriber, c.topic, c.publisher, c.cursor);
+    }
+}
+
+fn print_local(status: &Status, host: Option<&str>) {
     match host {
         Some(addr) => println!("data {}  (host at {addr})", shown(&status.data_dir)),
         None => println!("data {}  (no host running: opened here; counts are this process's)", shown(&status.data_dir)),

@@ -26,19 +26,30 @@ pub struct Dispatcher {
     routes: RwLock<Vec<Arc<Route>>>,
     signal: Arc<Signal>,
     last_prune: Mutex<Instant>,
+    /// Events also go to JetStream: prune none that is not there yet.
+    relaying: bool,
 }
 
+/// A subscription whose publisher runs in this host: events come from its
+/// outbox.
 struct Route {
-    sub: Subscription,
     /// A read-only connection to the publisher's database. Declared before
     /// the components so that it closes first, and the publisher's own
     /// connection, closing last, checkpoints and removes the WAL.
     reader: Mutex<Connection>,
     publisher: Arc<Component>,
-    subscriber: Arc<Component>,
+    delivery: Delivery,
     /// Held for a whole step, so that two threads (the dispatcher and a
     /// settling request) never deliver one route at once.
     delivering: Mutex<()>,
+}
+
+/// Applying one subscription's events to its subscriber, wherever they come
+/// from (a local outbox, or JetStream for a publisher on another host): the
+/// cursor, retries with backoff, dead letters, and latency.
+pub(crate) struct Delivery {
+    pub(crate) sub: Subscription,
+    pub(crate) subscriber: Arc<Component>,
     state: Mutex<RouteState>,
     /// Publish-to-applied times of the latest deliveries, in microseconds.
     latencies: Mutex<Latencies>,
@@ -91,7 +102,7 @@ struct Failing {
 }
 
 /// What one pass over a route did.
-enum Step {
+pub(crate) enum Step {
     /// Nothing to deliver.
     Idle,
     /// Some events took effect (or were dead-lettered).
@@ -128,8 +139,13 @@ pub struct RouteStatus {
 
 impl Dispatcher {
     /// Builds a route for each subscription.
-    pub fn new(subscriptions: &[Subscription], components: &BTreeMap<String, Arc<Component>>, signal: Arc<Signal>) -> Result<Dispatcher> {
-        let dispatcher = Dispatcher { routes: RwLock::default(), signal, last_prune: Mutex::new(Instant::now()) };
+    pub fn new(
+        subscriptions: &[Subscription],
+        components: &BTreeMap<String, Arc<Component>>,
+        signal: Arc<Signal>,
+        relaying: bool,
+    ) -> Result<Dispatcher> {
+        let dispatcher = Dispatcher { routes: RwLock::default(), signal, last_prune: Mutex::new(Instant::now()), relaying };
         dispatcher.update(subscriptions, components)?;
         Ok(dispatcher)
     }
@@ -140,7 +156,10 @@ impl Dispatcher {
         let current = self.routes();
         let mut routes = Vec::new();
         for sub in subscriptions {
-            let same = |r: &&Arc<Route>| r.sub.publisher == sub.publisher && r.sub.topic == sub.topic && r.sub.subscriber == sub.subscriber;
+            let same = |r: &&Arc<Route>| {
+                let d = &r.delivery.sub;
+                d.publisher == sub.publisher && d.topic == sub.topic && d.subscriber == sub.subscriber
+            };
             if let Some(route) = current.iter().find(same) {
                 routes.push(route.clone());
                 continue;
@@ -152,13 +171,10 @@ impl Dispatcher {
             )
             .with_context(|| format!("opening {} to read its outbox", publisher.db_path().display()))?;
             routes.push(Arc::new(Route {
-                sub: sub.clone(),
-                subscriber: components[&sub.subscriber].clone(),
-                publisher,
                 reader: Mutex::new(reader),
+                publisher,
+                delivery: Delivery::new(sub.clone(), components[&sub.subscriber].clone()),
                 delivering: Mutex::new(()),
-                state: Mutex::default(),
-                latencies: Mutex::default(),
             }));
         }
         *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
@@ -172,7 +188,7 @@ impl Dispatcher {
 
     /// The subscriptions it delivers.
     pub fn subscriptions(&self) -> Vec<Subscription> {
-        self.routes().iter().map(|r| r.sub.clone()).collect()
+        self.routes().iter().map(|r| r.delivery.sub.clone()).collect()
     }
 
     /// Wakes the dispatcher (to see a stop request, say).
@@ -241,23 +257,7 @@ impl Dispatcher {
 
     /// Where each subscription stands.
     pub fn status(&self) -> Result<Vec<RouteStatus>> {
-        self.routes()
-            .iter()
-            .map(|route| {
-                let cursor = route.cursor()?;
-                let head = route.head()?;
-                let failing_attempts = route.lock_state().failing.as_ref().map(|f| f.attempts);
-                let latencies = route.latencies.lock().unwrap_or_else(|p| p.into_inner());
-                Ok(RouteStatus {
-                    subscription: route.sub.clone(),
-                    cursor,
-                    head,
-                    failing_attempts,
-                    latency_p50_ms: latencies.quantile(0.5),
-                    latency_p99_ms: latencies.quantile(0.99),
-                })
-            })
-            .collect()
+        self.routes().iter().map(|route| route.delivery.status(route.head()?)).collect()
     }
 
     /// Rewinds `subscriber`'s cursor on `publisher` to the oldest event still
@@ -265,9 +265,9 @@ impl Dispatcher {
     /// first sequence to be redelivered and the last pruned, if any was.
     pub fn replay(&self, subscriber: &str, publisher: &str) -> Result<Vec<(Subscription, i64, Option<i64>)>> {
         let mut replays = Vec::new();
-        for route in self.routes().iter().filter(|r| r.sub.subscriber == subscriber && r.sub.publisher == publisher) {
+        for route in self.routes().iter().filter(|r| r.delivery.sub.subscriber == subscriber && r.delivery.sub.publisher == publisher) {
             let _delivering = route.delivering.lock().unwrap_or_else(|p| p.into_inner());
-            let topic = route.sub.topic.clone();
+            let topic = route.delivery.sub.topic.clone();
             let first: Option<i64> = route.read(|c| {
                 c.query_row("SELECT min(seq) FROM _moat_outbox WHERE topic = ?1", [&topic], |r| r.get(0))
             })?;
@@ -276,9 +276,8 @@ impl Dispatcher {
                     .optional()
             })?;
             let from = first.unwrap_or_else(|| pruned.unwrap_or(0) + 1);
-            route.subscriber.with_db(|c| set_cursor(c, publisher, &topic, from - 1))?;
-            *route.lock_state() = RouteState { cursor: Some(from - 1), failing: None };
-            replays.push((route.sub.clone(), from, pruned));
+            route.delivery.rewind(from - 1)?;
+            replays.push((route.delivery.sub.clone(), from, pruned));
         }
         Ok(replays)
     }
@@ -299,15 +298,24 @@ impl Dispatcher {
         let routes = self.routes();
         let mut upto: BTreeMap<(&str, &str), i64> = BTreeMap::new();
         for route in &routes {
-            let cursor = route.cursor()?;
-            let key = (route.sub.publisher.as_str(), route.sub.topic.as_str());
+            let cursor = route.delivery.cursor()?;
+            let key = (route.delivery.sub.publisher.as_str(), route.delivery.sub.topic.as_str());
             upto.entry(key).and_modify(|c| *c = (*c).min(cursor)).or_insert(cursor);
         }
         for ((publisher, topic), cursor) in upto {
-            let route = routes.iter().find(|r| r.sub.publisher == publisher).expect("a route per key");
+            let route = routes.iter().find(|r| r.delivery.sub.publisher == publisher).expect("a route per key");
             let retention = route.publisher.spec().events.retention_secs;
             let before = now_us() - (retention.min(i64::MAX as u64 / 1_000_000) as i64) * 1_000_000;
+            let relaying = self.relaying;
             route.publisher.with_db(|c| {
+                let relayed: i64 = if relaying {
+                    c.query_row("SELECT value FROM _moat_meta WHERE key = ?1", [format!("relayed:{topic}")], |r| r.get(0))
+                        .optional()?
+                        .unwrap_or(0)
+                } else {
+                    i64::MAX
+                };
+                let cursor = cursor.min(relayed);
                 let last: Option<i64> = c.query_row(
                     "SELECT max(seq) FROM _moat_outbox WHERE topic = ?1 AND seq <= ?2 AND published_us < ?3",
                     rusqlite::params![topic, cursor, before],
@@ -328,17 +336,56 @@ impl Dispatcher {
 }
 
 impl Route {
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, RouteState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn read<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&conn)?)
     }
 
+    /// The publisher's last event on this topic.
+    fn head(&self) -> Result<i64> {
+        let topic = &self.delivery.sub.topic;
+        let head: Option<i64> =
+            self.read(|c| c.query_row("SELECT max(seq) FROM _moat_outbox WHERE topic = ?1", [topic], |r| r.get(0)))?;
+        Ok(head.unwrap_or(0))
+    }
+
+    /// Reads the events after the cursor from the outbox and applies them.
+    fn step(&self) -> Result<Step> {
+        let _delivering = self.delivering.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = self.delivery.not_before() {
+            return Ok(Step::Waiting(at));
+        }
+        let cursor = self.delivery.cursor()?;
+        let batch_size = self.delivery.subscriber.spec().events.batch;
+        let topic = &self.delivery.sub.topic;
+        let batch: Vec<OutboxEvent> = self.read(|c| {
+            c.prepare_cached(
+                "SELECT seq, event, payload, published_us FROM _moat_outbox
+                 WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?
+            .query_map(rusqlite::params![topic, cursor, batch_size], |r| {
+                Ok(OutboxEvent { seq: r.get(0)?, topic: topic.clone(), event: r.get(1)?, payload: r.get(2)?, published_us: r.get(3)? })
+            })?
+            .collect()
+        })?;
+        if batch.is_empty() {
+            return Ok(Step::Idle);
+        }
+        self.delivery.apply(&batch)
+    }
+}
+
+impl Delivery {
+    pub(crate) fn new(sub: Subscription, subscriber: Arc<Component>) -> Delivery {
+        Delivery { sub, subscriber, state: Mutex::default(), latencies: Mutex::default() }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, RouteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The subscriber's cursor: from memory, or read once from its database.
-    fn cursor(&self) -> Result<i64> {
+    pub(crate) fn cursor(&self) -> Result<i64> {
         if let Some(c) = self.lock_state().cursor {
             return Ok(c);
         }
@@ -356,39 +403,41 @@ impl Route {
         Ok(cursor)
     }
 
-    /// The publisher's last event on this topic.
-    fn head(&self) -> Result<i64> {
-        let topic = &self.sub.topic;
-        let head: Option<i64> =
-            self.read(|c| c.query_row("SELECT max(seq) FROM _moat_outbox WHERE topic = ?1", [topic], |r| r.get(0)))?;
-        Ok(head.unwrap_or(0))
+    /// When a failed event is due again, if it is not yet.
+    pub(crate) fn not_before(&self) -> Option<Instant> {
+        self.lock_state().failing.as_ref().map(|f| f.retry_at).filter(|at| Instant::now() < *at)
     }
 
-    fn step(&self) -> Result<Step> {
-        let _delivering = self.delivering.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = &self.lock_state().failing {
-            if Instant::now() < f.retry_at {
-                return Ok(Step::Waiting(f.retry_at));
-            }
-        }
+    /// Moves the cursor back to `to` (for replay).
+    fn rewind(&self, to: i64) -> Result<()> {
+        let (publisher, topic) = (&self.sub.publisher, &self.sub.topic);
+        self.subscriber.with_db(|c| set_cursor(c, publisher, topic, to))?;
+        *self.lock_state() = RouteState { cursor: Some(to), failing: None };
+        Ok(())
+    }
+
+    /// Where this subscription stands, given the publisher's head.
+    pub(crate) fn status(&self, head: i64) -> Result<RouteStatus> {
         let cursor = self.cursor()?;
+        let failing_attempts = self.lock_state().failing.as_ref().map(|f| f.attempts);
+        let latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(RouteStatus {
+            subscription: self.sub.clone(),
+            cursor,
+            head,
+            failing_attempts,
+            latency_p50_ms: latencies.quantile(0.5),
+            latency_p99_ms: latencies.quantile(0.99),
+        })
+    }
+
+    /// Applies a batch of events that follow the cursor, in order. A failure
+    /// is retried with backoff (the caller offers the batch again once
+    /// `not_before` passes) and, after the last attempt, dead-lettered.
+    pub(crate) fn apply(&self, batch: &[OutboxEvent]) -> Result<Step> {
         let settings = &self.subscriber.spec().events;
         let topic = &self.sub.topic;
-        let batch: Vec<OutboxEvent> = self.read(|c| {
-            c.prepare_cached(
-                "SELECT seq, event, payload, published_us FROM _moat_outbox
-                 WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?
-            .query_map(rusqlite::params![topic, cursor, settings.batch], |r| {
-                Ok(OutboxEvent { seq: r.get(0)?, topic: topic.clone(), event: r.get(1)?, payload: r.get(2)?, published_us: r.get(3)? })
-            })?
-            .collect()
-        })?;
-        if batch.is_empty() {
-            return Ok(Step::Idle);
-        }
-
-        let handled = self.subscriber.handle_events(&self.sub.publisher, topic, &batch)?;
+        let handled = self.subscriber.handle_events(&self.sub.publisher, topic, batch)?;
         if handled.applied > 0 {
             let now = now_us();
             let mut latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());

@@ -25,7 +25,7 @@
 //! subscriber that knows more cases than the publisher sends reads them all.
 
 pub mod dead_letters;
-mod delivery;
+pub(crate) mod delivery;
 pub mod history;
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -201,11 +201,14 @@ pub(crate) fn append(conn: &Connection, topic: &str, event: &Val) -> rusqlite::R
     Ok(())
 }
 
-/// Wakes the dispatcher when a unit of work has committed new events.
+/// Wakes the dispatcher (and, across hosts, the relays) when a unit of
+/// work has committed new events.
 #[derive(Default)]
 pub struct Signal {
     generation: Mutex<u64>,
     changed: Condvar,
+    /// The same, for async waiters.
+    published: tokio::sync::Notify,
 }
 
 impl Signal {
@@ -213,6 +216,12 @@ impl Signal {
     pub fn notify(&self) {
         *self.generation.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         self.changed.notify_all();
+        self.published.notify_waiters();
+    }
+
+    /// Resolves at the next `notify`.
+    pub async fn notified(&self) {
+        self.published.notified().await
     }
 
     /// The current generation, to wait for a later one.

@@ -1,0 +1,188 @@
+//! Relaying one local publisher's outbox (one topic) to JetStream.
+//!
+//! Rows go out in sequence order, a window at a time; the position
+//! (`_moat_meta` key `relayed:<topic>`, in the publisher's own database)
+//! moves only once JetStream has acknowledged every row up to it. After a
+//! failure the window is sent again from its start: JetStream's dedup (by
+//! message id) drops what had arrived, and each message names the event
+//! before it (`Moat-Prev`) so that a consumer never applies past a gap.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use async_nats::HeaderMap;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use tokio::sync::watch;
+
+use super::{Nats, token};
+use crate::component::Component;
+use crate::events::Signal;
+
+/// Events sent before waiting for their acknowledgements.
+const WINDOW: usize = 500;
+
+/// A relay's position, for status and for one-shot commands waiting on it.
+#[derive(Default)]
+pub struct Progress {
+    relayed: AtomicI64,
+    head: AtomicI64,
+}
+
+impl Progress {
+    pub fn relayed(&self) -> i64 {
+        self.relayed.load(Ordering::Relaxed)
+    }
+
+    pub fn head(&self) -> i64 {
+        self.head.load(Ordering::Relaxed)
+    }
+
+    pub fn caught_up(&self) -> bool {
+        self.relayed() >= self.head()
+    }
+}
+
+/// The subject of a publisher's events on a topic.
+pub fn subject(publisher: &str, topic: &str) -> String {
+    format!("moat.events.{}.{}", token(publisher), token(topic))
+}
+
+pub(super) async fn run(
+    nats: Arc<Nats>,
+    publisher: Arc<Component>,
+    topic: String,
+    progress: Arc<Progress>,
+    signal: Arc<Signal>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut relay = match Relay::open(&publisher, &topic) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(publisher = publisher.name(), topic, "cannot relay events: {e:#}");
+            return;
+        }
+    };
+    let mut failing = false;
+    loop {
+        let woken = signal.notified();
+        match relay.once(&nats, &publisher, &progress).await {
+            Ok(0) => {
+                if failing {
+                    tracing::info!(publisher = publisher.name(), topic, "relaying events to JetStream again");
+                    failing = false;
+                }
+                tokio::select! {
+                    _ = woken => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(publisher = publisher.name(), topic, "relaying events to JetStream failed, retrying: {e:#}");
+                    failing = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+struct Relay {
+    topic: String,
+    subject: String,
+    db: PathBuf,
+    reader: Option<Connection>,
+    /// The last sequence JetStream acknowledged, once read.
+    relayed: Option<i64>,
+}
+
+impl Relay {
+    fn open(publisher: &Component, topic: &str) -> Result<Relay> {
+        Ok(Relay {
+            topic: topic.to_string(),
+            subject: subject(publisher.name(), topic),
+            db: publisher.db_path().to_path_buf(),
+            reader: None,
+            relayed: None,
+        })
+    }
+
+    /// Relays what is new; returns how many events went out.
+    async fn once(&mut self, nats: &Nats, publisher: &Arc<Component>, progress: &Progress) -> Result<usize> {
+        let relayed = match self.relayed {
+            Some(r) => r,
+            None => {
+                let key = format!("relayed:{}", self.topic);
+                let p = publisher.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    p.with_db(|c| c.query_row("SELECT value FROM _moat_meta WHERE key = ?1", [&key], |r| r.get::<_, i64>(0)).optional())
+                })
+                .await??
+                .unwrap_or(0);
+                progress.relayed.store(r, Ordering::Relaxed);
+                self.relayed = Some(r);
+                r
+            }
+        };
+        if self.reader.is_none() {
+            self.reader = Some(
+                Connection::open_with_flags(&self.db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                    .with_context(|| format!("opening {}", self.db.display()))?,
+            );
+        }
+        let reader = self.reader.as_ref().expect("opened above");
+        let head: Option<i64> = reader.query_row("SELECT max(seq) FROM _moat_outbox WHERE topic = ?1", [&self.topic], |r| r.get(0))?;
+        progress.head.store(head.unwrap_or(0).max(relayed), Ordering::Relaxed);
+        let rows: Vec<(i64, String, String, i64)> = reader
+            .prepare_cached(
+                "SELECT seq, event, payload, published_us FROM _moat_outbox WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?
+            .query_map(rusqlite::params![self.topic, relayed, WINDOW as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(last) = rows.last().map(|r| r.0) else { return Ok(0) };
+
+        let mut acks = Vec::with_capacity(rows.len());
+        let mut prev = relayed;
+        for (seq, event, payload, published_us) in &rows {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("{}/{}/{seq}", publisher.name(), self.topic).as_str());
+            headers.insert("Moat-Seq", seq.to_string().as_str());
+            headers.insert("Moat-Prev", prev.to_string().as_str());
+            headers.insert("Moat-Event", event.as_str());
+            headers.insert("Moat-Published-Us", published_us.to_string().as_str());
+            let ack = nats
+                .js
+                .publish_with_headers(self.subject.clone(), headers, payload.clone().into())
+                .await
+                .map_err(|e| anyhow!("publishing to JetStream: {e}"))?;
+            acks.push(ack);
+            prev = *seq;
+        }
+        for ack in acks {
+            ack.await.map_err(|e| anyhow!("JetStream did not acknowledge: {e}"))?;
+        }
+
+        // Everything up to `last` is in JetStream: move the position.
+        let (p, key) = (publisher.clone(), format!("relayed:{}", self.topic));
+        tokio::task::spawn_blocking(move || {
+            p.with_db(|c| {
+                c.execute(
+                    "INSERT INTO _moat_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    rusqlite::params![key, last],
+                )
+            })
+        })
+        .await??;
+        self.relayed = Some(last);
+        progress.relayed.store(last, Ordering::Relaxed);
+        Ok(rows.len())
+    }
+}
