@@ -22,29 +22,6 @@ fn neighbours() -> (TestApp, moat::App) {
     (app, open)
 }
 
-/// Everything in product's database: schema and every row, host tables too.
-fn product_rows(app: &TestApp) -> Vec<String> {
-    let db = app.db("product");
-    let tables: Vec<String> = db
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut rows: Vec<String> = db
-        .prepare("SELECT coalesce(sql, name) FROM sqlite_master ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    for t in tables {
-        rows.extend(dump(&db, &t).into_iter().map(|r| format!("{t}: {r}")));
-    }
-    rows
-}
-
 fn still_serving(open: &moat::App) {
     assert!(call(open, "product", r#"get-product("PROD001")"#).unwrap().starts_with("some("), "product stopped serving");
     assert_eq!(call(open, "probe", r#"query("SELECT 1")"#).unwrap(), r#"ok([["1"]])"#, "the probe stopped serving");
@@ -53,7 +30,7 @@ fn still_serving(open: &moat::App) {
 #[test]
 fn sql_beyond_the_components_own_tables_is_refused_as_an_error_the_component_can_handle() {
     let (app, open) = neighbours();
-    let before = product_rows(&app);
+    let before = snapshot(&app, "product");
     let product_db = app.data().join("product.db");
     let vacuum_target = app.dir.path().join("stolen.db");
     let attempts: Vec<(String, &str)> = vec![
@@ -115,7 +92,7 @@ fn sql_beyond_the_components_own_tables_is_refused_as_an_error_the_component_can
     let sneak = call(&open, "probe", r#"query("SELECT * FROM sneak")"#).unwrap();
     assert!(sneak.contains("Denied(\\\"table _moat_outbox is reserved"), "{sneak}");
 
-    assert_eq!(product_rows(&app), before, "the neighbour's database changed");
+    assert_eq!(snapshot(&app, "product"), before, "the neighbour's database changed");
 }
 
 #[test]
@@ -146,7 +123,7 @@ fn wasi_reaches_nothing() {
 #[test]
 fn runaway_components_end_with_a_clear_error_and_everyone_keeps_serving() {
     let (app, open) = neighbours();
-    let before = product_rows(&app);
+    let before = snapshot(&app, "product");
     let cases = [
         ("spin()", "ran past its deadline of 300 ms (limits.call_timeout_ms)"),
         ("hog-memory(200)", "tried to grow its memory past 64 MiB (limits.memory_mib)"),
@@ -162,7 +139,7 @@ fn runaway_components_end_with_a_clear_error_and_everyone_keeps_serving() {
     // Within the limits, a large result is fine.
     assert_eq!(call(&open, "probe", "huge-string(8)").unwrap().len(), (8 << 20) + 2);
     assert_eq!(call(&open, "probe", "hog-memory(16)").unwrap(), "16");
-    assert_eq!(product_rows(&app), before);
+    assert_eq!(snapshot(&app, "product"), before);
 }
 
 #[test]

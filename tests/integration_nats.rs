@@ -74,7 +74,7 @@ impl Cluster {
     fn new(nats: &NatsServer) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         for host in ["a", "b"] {
-            let placed = |component: &str, on: &str| if on == host { String::new() } else { format!("host = \"{on}\"\n") };
+            let placed = |on: &str| if on == host { String::new() } else { format!("host = \"{on}\"\n") };
             let toml = format!(
                 "[nats]\nurl = \"{}\"\nhost = \"{host}\"\n\n\
                  [components.product]\npath = {:?}\n{}\n\
@@ -82,11 +82,11 @@ impl Cluster {
                  [components.listener]\npath = {:?}\n{}",
                 nats.url(),
                 guest("product"),
-                placed("product", "a"),
+                placed("a"),
                 guest("order"),
-                placed("order", "b"),
+                placed("b"),
                 guest("listener"),
-                placed("listener", "b"),
+                placed("b"),
             );
             std::fs::write(dir.path().join(format!("{host}.toml")), toml).unwrap();
         }
@@ -130,7 +130,10 @@ impl Cluster {
             if relays_done && consumers_done {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "events did not drain across hosts");
+            if start.elapsed() > Duration::from_secs(30) {
+                let show = |h: &Host| format!("{:#?}", h.client.status().ok().and_then(|s| s.nats));
+                panic!("events did not drain across hosts:\na: {}\nb: {}", show(a), show(b));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -138,29 +138,6 @@ fn incompatible_builds_are_refused_and_the_old_version_keeps_serving() {
     assert_eq!(status.components.iter().find(|c| c.name == "product").unwrap().version.as_deref(), Some("1.0.0"));
 }
 
-/// Everything in a database, for comparing before and after.
-fn snapshot(app: &TestApp, component: &str) -> Vec<String> {
-    let db = app.db(component);
-    let mut out: Vec<String> = db
-        .prepare("SELECT type || ' ' || name || ': ' || coalesce(sql, '') FROM sqlite_master ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let tables: Vec<String> = db
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    for t in tables {
-        out.extend(dump(&db, &t).into_iter().map(|row| format!("{t}: {row}")));
-    }
-    out
-}
-
 #[test]
 fn a_failing_migration_or_a_trap_at_start_leaves_the_database_as_it_was() {
     let app = TestApp::shop();

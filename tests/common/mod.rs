@@ -225,6 +225,18 @@ pub fn count(db: &rusqlite::Connection, table: &str) -> i64 {
     db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
 }
 
+/// Everything in a component's database: its schema and every row of every
+/// table, the host's included, for comparing before and after.
+pub fn snapshot(app: &TestApp, component: &str) -> Vec<String> {
+    let db = app.db(component);
+    let column = |sql: &str| -> Vec<String> { db.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect() };
+    let mut out = column("SELECT type || ' ' || name || ': ' || coalesce(sql, '') FROM sqlite_master ORDER BY name");
+    for t in column("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") {
+        out.extend(dump(&db, &t).into_iter().map(|row| format!("{t}: {row}")));
+    }
+    out
+}
+
 /// Every row of a table as text, for comparing before and after.
 pub fn dump(db: &rusqlite::Connection, table: &str) -> Vec<String> {
     let mut stmt = db.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();

@@ -163,20 +163,7 @@ fn seed_products(app: &App, n: usize) {
 }
 
 fn call(guests: &Path) -> Row {
-    let dir = tempfile::tempdir().unwrap();
-    let app = app(dir.path(), guests, &[("product", "product")], cache());
-    seed_products(&app, 1000);
-    let f = app.function("product", "get-product").unwrap();
-    let conn = native::catalog(&dir.path().join("native.db"), 1000);
-    let ids: Vec<String> = (0..1000).map(|i| format!("P{i:04}")).collect();
-    let (m, n) = per_op(
-        4000,
-        |i| {
-            let r = app.call(&f, &[Val::String(ids[i * 7 % 1000].clone())]).unwrap();
-            assert!(matches!(r[0], Val::Option(Some(_))));
-        },
-        |i| assert!(native::get_product(&conn, &ids[i * 7 % 1000]).is_some()),
-    );
+    let (m, n) = point_reads(guests, &[("product", "product")], "product");
     Row {
         name: "call",
         what: "`get-product` through the host vs a native point read".into(),
@@ -190,20 +177,7 @@ fn call(guests: &Path) -> Row {
 }
 
 fn cross_call(guests: &Path) -> Row {
-    let dir = tempfile::tempdir().unwrap();
-    let app = app(dir.path(), guests, &[("product", "product"), ("relay", "relay")], cache());
-    seed_products(&app, 1000);
-    let f = app.function("relay", "get-product").unwrap();
-    let conn = native::catalog(&dir.path().join("native.db"), 1000);
-    let ids: Vec<String> = (0..1000).map(|i| format!("P{i:04}")).collect();
-    let (m, n) = per_op(
-        4000,
-        |i| {
-            let r = app.call(&f, &[Val::String(ids[i * 7 % 1000].clone())]).unwrap();
-            assert!(matches!(r[0], Val::Option(Some(_))));
-        },
-        |i| assert!(native::get_product(&conn, &ids[i * 7 % 1000]).is_some()),
-    );
+    let (m, n) = point_reads(guests, &[("product", "product"), ("relay", "relay")], "relay");
     Row {
         name: "cross-component call",
         what: "relay → host → product `get-product` vs a native point read".into(),
@@ -214,6 +188,26 @@ fn cross_call(guests: &Path) -> Row {
         met: m / n <= 1.3,
         note: String::new(),
     }
+}
+
+/// `get-product` of 1,000 products through `via` (product itself, or the
+/// relay in front of it) against the same point read natively: seconds
+/// per call of each.
+fn point_reads(guests: &Path, components: &[(&str, &str)], via: &str) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), guests, components, cache());
+    seed_products(&app, 1000);
+    let f = app.function(via, "get-product").unwrap();
+    let conn = native::catalog(&dir.path().join("native.db"), 1000);
+    let ids: Vec<String> = (0..1000).map(|i| format!("P{i:04}")).collect();
+    per_op(
+        4000,
+        |i| {
+            let r = app.call(&f, &[Val::String(ids[i * 7 % 1000].clone())]).unwrap();
+            assert!(matches!(r[0], Val::Option(Some(_))));
+        },
+        |i| assert!(native::get_product(&conn, &ids[i * 7 % 1000]).is_some()),
+    )
 }
 
 fn unit_of_work(guests: &Path) -> Row {

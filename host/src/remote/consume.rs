@@ -54,7 +54,7 @@ impl Consumer {
             filter_subject: subject(&self.delivery.sub.publisher, &self.delivery.sub.topic),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             deliver_policy,
-            ack_wait: Duration::from_secs(60),
+            ack_wait: Duration::from_secs(10),
             max_ack_pending: 20_000,
             ..Default::default()
         }
@@ -150,12 +150,19 @@ async fn consume(nats: &Nats, consumer: &Arc<Consumer>) -> Result<()> {
     let batch_size = delivery.subscriber.spec().events.batch as usize;
     // Fetched, not yet applied, by sequence.
     let mut pending: BTreeMap<i64, (OutboxEvent, i64, jetstream::Message)> = BTreeMap::new();
+    // While an earlier event is missing, keep fetching past the batch: it
+    // comes later in the stream (a resend after an outage). If it does not
+    // come (a delivery lost with the connection, which JetStream would
+    // redeliver only after ack_wait), start over from the recorded position.
+    let mut gapped = false;
+    let mut gapped_since: Option<std::time::Instant> = None;
     loop {
-        if pending.len() < batch_size {
-            let wait = if pending.is_empty() { Duration::from_millis(500) } else { Duration::from_millis(5) };
+        let room = if gapped { (batch_size * 50).saturating_sub(pending.len()) } else { batch_size.saturating_sub(pending.len()) };
+        if room > 0 {
+            let wait = if pending.is_empty() || gapped { Duration::from_millis(500) } else { Duration::from_millis(5) };
             let mut messages = pull
                 .fetch()
-                .max_messages(batch_size - pending.len())
+                .max_messages(room)
                 .expires(wait)
                 .messages()
                 .await
@@ -188,6 +195,18 @@ async fn consume(nats: &Nats, consumer: &Arc<Consumer>) -> Result<()> {
             }
             run.push(event.clone());
             expected = *seq;
+            if run.len() == batch_size {
+                break;
+            }
+        }
+        gapped = run.is_empty() && !pending.is_empty();
+        if gapped {
+            let since = *gapped_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > Duration::from_secs(2) {
+                return Err(anyhow!("the event after #{expected} has not arrived; reading the stream again from the recorded position"));
+            }
+        } else {
+            gapped_since = None;
         }
         if run.is_empty() {
             continue;
