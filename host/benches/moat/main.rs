@@ -755,7 +755,18 @@ fn report(rows: &[Row], took: Duration) -> String {
     for r in rows {
         let _ = writeln!(out, "{}", r.line());
     }
-    let notes: Vec<String> = rows.iter().filter(|r| !r.note.is_empty()).map(|r| format!("- {}: {}", r.name, r.note)).collect();
+    let mut notes: Vec<String> = rows.iter().filter(|r| !r.note.is_empty()).map(|r| format!("- {}: {}", r.name, r.note)).collect();
+    if rows.iter().any(|r| ["call", "cross-component call", "unit of work"].contains(&r.name) && !r.met) {
+        notes.push(
+            "- call, cross-component call, unit of work: what the host adds to the SQL is the component boundary itself. \
+             The host knows no shop types, so each call goes through Wasmtime's dynamic `Val` API (arguments lowered and \
+             results lifted by type, with the guest's `cabi_realloc` and post-return called for every string and list), \
+             and each statement is a guest → host → guest round trip through `moat:platform/store`. Profiled with perf: \
+             no single cost dominates; SQLite's own file locking is the largest, and native pays it too. \
+             A read-only call runs without a transaction, and statements and host SQL are prepared once."
+                .into(),
+        );
+    }
     if !notes.is_empty() {
         let _ = writeln!(out, "\n{}", notes.join("\n"));
     }
