@@ -19,12 +19,18 @@ fn refused(app: &TestApp, component: &str, call: &str, needles: &[&str]) {
 fn manifest_errors_name_the_file_line_and_field() {
     let product = guest("product");
     let app = TestApp::with_manifest(&format!("[components.product]\npath = {product:?}\npaht = \"typo\"\n"));
-    refused(&app, "product", "list-products()", &["moat.toml is not a valid manifest", "line 3", "unknown field `paht`"]);
+    refused(
+        &app,
+        "product",
+        "list-products()",
+        &["moat.toml is not a valid manifest", "line 3", "unknown field `paht`"],
+    );
 
     let app = TestApp::with_manifest("[components.product\npath = 1\n");
     refused(&app, "product", "list-products()", &["moat.toml is not a valid manifest", "line 1"]);
 
-    let app = TestApp::with_manifest(&format!("[components.a]\npath = {product:?}\n[components.a]\npath = {product:?}\n"));
+    let app =
+        TestApp::with_manifest(&format!("[components.a]\npath = {product:?}\n[components.a]\npath = {product:?}\n"));
     refused(&app, "a", "list-products()", &["duplicate key"]);
 
     let app = TestApp::with_manifest("");
@@ -47,7 +53,11 @@ fn missing_and_corrupt_component_files_are_refused() {
         ("empty.wasm", Some(Vec::new()), vec!["is empty"]),
         ("text.wasm", Some(b"this is not wasm".to_vec()), vec!["is not a WebAssembly component"]),
         ("truncated.wasm", Some(real[..real.len() / 2].to_vec()), vec!["is not a valid WebAssembly component"]),
-        ("core.wasm", Some(b"\0asm\x01\0\0\0".to_vec()), vec!["is a core WebAssembly module, not a component", "wasm32-wasip2"]),
+        (
+            "core.wasm",
+            Some(b"\0asm\x01\0\0\0".to_vec()),
+            vec!["is a core WebAssembly module, not a component", "wasm32-wasip2"],
+        ),
     ];
     for (name, bytes, needles) in files {
         let path = dir.path().join(name);
@@ -77,11 +87,21 @@ fn unknown_components_and_functions_list_what_exists() {
 #[test]
 fn arguments_that_do_not_parse_or_do_not_fit_are_refused() {
     let app = TestApp::shop();
-    refused(&app, "product", r#"get-product("PROD001)"#, &["cannot read the arguments as WAVE", "expected: get-product(product-id: string)"]);
+    refused(
+        &app,
+        "product",
+        r#"get-product("PROD001)"#,
+        &["cannot read the arguments as WAVE", "expected: get-product(product-id: string)"],
+    );
     refused(&app, "product", "get-product(42)", &["the arguments do not fit `get-product`", "^^"]);
     refused(&app, "product", r#"get-product("a", "b")"#, &["the arguments do not fit"]);
     refused(&app, "product", r#"set-price("PROD001", -5)"#, &["the arguments do not fit `set-price`"]);
-    refused(&app, "product", r#"create-product({product-id: "X", name: "Y", price: 1})"#, &["the arguments do not fit", "stock"]);
+    refused(
+        &app,
+        "product",
+        r#"create-product({product-id: "X", name: "Y", price: 1})"#,
+        &["the arguments do not fit", "stock"],
+    );
 }
 
 #[test]
@@ -102,7 +122,12 @@ fn huge_arguments_are_handled_or_refused_with_a_limit() {
     let huge = format!("get-product({:?})", "x".repeat(2 << 20));
     let err = format!("{:#}", host.client.call("product", &huge, false).unwrap_err());
     assert!(err.contains("the call is 2097167 bytes long; the limit is 1048576"), "{err}");
-    refused(&TestApp::shop(), "product", r#"set-price("PROD001", 99999999999999999999999)"#, &["the arguments do not fit `set-price`"]);
+    refused(
+        &TestApp::shop(),
+        "product",
+        r#"set-price("PROD001", 99999999999999999999999)"#,
+        &["the arguments do not fit `set-price`"],
+    );
 }
 
 #[test]
@@ -110,6 +135,13 @@ fn bad_limits_in_the_manifest_are_refused() {
     let product = guest("product");
     let app = TestApp::with_manifest(&format!("[components.product]\npath = {product:?}\nlimits.memory_mib = 0\n"));
     refused(&app, "product", "list-products()", &["[components.product.limits]", "must be above 0"]);
-    let app = TestApp::with_manifest(&format!("[components.product]\npath = {product:?}\nsqlite.synchronous = \"sometimes\"\n"));
-    refused(&app, "product", "list-products()", &["unknown variant `sometimes`", "expected one of `off`, `normal`, `full`, `extra`"]);
+    let app = TestApp::with_manifest(&format!(
+        "[components.product]\npath = {product:?}\nsqlite.synchronous = \"sometimes\"\n"
+    ));
+    refused(
+        &app,
+        "product",
+        "list-products()",
+        &["unknown variant `sometimes`", "expected one of `off`, `normal`, `full`, `extra`"],
+    );
 }

@@ -23,7 +23,10 @@ fn neighbours() -> (TestApp, moat::App) {
 }
 
 fn still_serving(open: &moat::App) {
-    assert!(call(open, "product", r#"get-product("PROD001")"#).unwrap().starts_with("some("), "product stopped serving");
+    assert!(
+        call(open, "product", r#"get-product("PROD001")"#).unwrap().starts_with("some("),
+        "product stopped serving"
+    );
     assert_eq!(call(open, "probe", r#"query("SELECT 1")"#).unwrap(), r#"ok([["1"]])"#, "the probe stopped serving");
 }
 
@@ -62,7 +65,10 @@ fn sql_beyond_the_components_own_tables_is_refused_as_an_error_the_component_can
     ];
     for (sql, expected) in &attempts {
         let result = call(&open, "probe", &format!("execute({sql:?})")).unwrap();
-        assert!(result.starts_with("err(") && result.contains(expected), "{sql}\n  expected {expected}\n  got {result}");
+        assert!(
+            result.starts_with("err(") && result.contains(expected),
+            "{sql}\n  expected {expected}\n  got {result}"
+        );
         still_serving(&open);
     }
     assert!(!vacuum_target.exists(), "VACUUM INTO wrote a copy of the database");
@@ -74,13 +80,25 @@ fn sql_beyond_the_components_own_tables_is_refused_as_an_error_the_component_can
         ("SELECT * FROM other.sqlite_master", "Invalid(\\\"no such table: other.sqlite_master"),
         ("SELECT * FROM products", "Invalid(\\\"no such table: products"),
         ("SELECT zeroblob(100000000)", "Limit(\\\"string or blob too big"),
-        ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c", "Limit(\\\"the statement ran past the call"),
-        ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000) SELECT x FROM c", "Limit(\\\"the query returns more than 10000 rows (limits.query_rows)"),
-        ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 9000) SELECT zeroblob(4000) FROM c", "Limit(\\\"the query returns more than 16777216 bytes (limits.query_bytes)"),
+        (
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+            "Limit(\\\"the statement ran past the call",
+        ),
+        (
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000) SELECT x FROM c",
+            "Limit(\\\"the query returns more than 10000 rows (limits.query_rows)",
+        ),
+        (
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 9000) SELECT zeroblob(4000) FROM c",
+            "Limit(\\\"the query returns more than 16777216 bytes (limits.query_bytes)",
+        ),
     ];
     for (sql, expected) in &queries {
         let result = call(&open, "probe", &format!("query({sql:?})")).unwrap();
-        assert!(result.starts_with("err(") && result.contains(expected), "{sql}\n  expected {expected}\n  got {result}");
+        assert!(
+            result.starts_with("err(") && result.contains(expected),
+            "{sql}\n  expected {expected}\n  got {result}"
+        );
         still_serving(&open);
     }
 
@@ -167,7 +185,8 @@ fn an_import_nobody_serves_is_refused_at_load_naming_it() {
 fn strict_components_may_not_import_wasi_beyond_io_and_cli() {
     let probe = guest("probe");
     let app = TestApp::with_manifest(&format!("[components.probe]\npath = {probe:?}\nstrict = true\n"));
-    let err = format!("{:#}", app.try_plan().err().expect("a strict component importing wasi:filesystem must be refused"));
+    let err =
+        format!("{:#}", app.try_plan().err().expect("a strict component importing wasi:filesystem must be refused"));
     assert!(err.contains("wasi:filesystem/types@0.2."), "{err}");
     assert!(err.contains("refused because the component is `strict`"), "{err}");
     assert!(err.contains("wasi:sockets/"), "{err}");

@@ -38,16 +38,18 @@ const STOCK: u32 = 15;
 
 #[test]
 fn killed_processes_lose_nothing_and_apply_nothing_twice() {
-    let seed = std::env::var("MOAT_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+    let seed = std::env::var("MOAT_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
     println!("crash test seed {seed} (set MOAT_CRASH_SEED to repeat)");
     let mut rng = Rng(seed);
 
     let app = TestApp::new(&[("product", "product"), ("order", "order"), ("listener", "listener")]);
     for p in 0..PRODUCTS {
-        app.call_ok("product", &format!(r#"create-product({{product-id: "P{p}", name: "Product {p}", price: 1000, stock: {STOCK}}})"#));
+        app.call_ok(
+            "product",
+            &format!(r#"create-product({{product-id: "P{p}", name: "Product {p}", price: 1000, stock: {STOCK}}})"#),
+        );
     }
 
     let (mut acked_prices, mut unacked_prices): (BTreeMap<usize, u64>, BTreeMap<usize, Vec<u64>>) = Default::default();
@@ -63,17 +65,22 @@ fn killed_processes_lose_nothing_and_apply_nothing_twice() {
                 Op::SetPrice { product: rng.below(PRODUCTS as u64) as usize, price: next_price }
             }
             4..=6 => {
-                let lines = (0..1 + rng.below(2)).map(|_| (rng.below(PRODUCTS as u64) as usize, 1 + rng.below(6) as u32)).collect();
+                let lines = (0..1 + rng.below(2))
+                    .map(|_| (rng.below(PRODUCTS as u64) as usize, 1 + rng.below(6) as u32))
+                    .collect();
                 Op::Place { order: format!("O{ops}"), lines }
             }
-            7 | 8 if !placed.is_empty() => Op::Submit { order: placed[rng.below(placed.len() as u64) as usize].clone() },
+            7 | 8 if !placed.is_empty() => {
+                Op::Submit { order: placed[rng.below(placed.len() as u64) as usize].clone() }
+            }
             _ if !placed.is_empty() => Op::Cancel { order: placed[rng.below(placed.len() as u64) as usize].clone() },
             _ => continue,
         };
         let call = match &op {
             Op::SetPrice { product, price } => ("product", format!(r#"set-price("P{product}", {price})"#)),
             Op::Place { order, lines } => {
-                let lines: Vec<String> = lines.iter().map(|(p, q)| format!(r#"{{product-id: "P{p}", quantity: {q}}}"#)).collect();
+                let lines: Vec<String> =
+                    lines.iter().map(|(p, q)| format!(r#"{{product-id: "P{p}", quantity: {q}}}"#)).collect();
                 ("order", format!(r#"place-order("{order}", "C1", [{}])"#, lines.join(", ")))
             }
             Op::Submit { order } => ("order", format!(r#"submit-order("{order}")"#)),
@@ -164,7 +171,10 @@ fn killed_processes_lose_nothing_and_apply_nothing_twice() {
     for (p, acked) in &acked_prices {
         let now = truth[*p].2 as u64;
         let later = unacked_prices.get(p).cloned().unwrap_or_default();
-        assert!(now == *acked || later.contains(&now), "P{p}: price {now}, last acknowledged {acked}, unacknowledged after it {later:?}");
+        assert!(
+            now == *acked || later.contains(&now),
+            "P{p}: price {now}, last acknowledged {acked}, unacknowledged after it {later:?}"
+        );
     }
 
     // The replica equals product's truth, and pending orders follow it.
@@ -228,11 +238,18 @@ fn killed_processes_lose_nothing_and_apply_nothing_twice() {
             format!("{event} {id}")
         })
         .collect();
-    let applied: Vec<String> =
-        listener.prepare("SELECT event FROM seen ORDER BY n").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let applied: Vec<String> = listener
+        .prepare("SELECT event FROM seen ORDER BY n")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(applied.len(), published.len(), "events applied {} vs published {}", applied.len(), published.len());
     assert_eq!(applied, published);
-    let head = |db: &rusqlite::Connection| -> i64 { db.query_row("SELECT max(seq) FROM _moat_outbox", [], |r| r.get(0)).unwrap() };
+    let head = |db: &rusqlite::Connection| -> i64 {
+        db.query_row("SELECT max(seq) FROM _moat_outbox", [], |r| r.get(0)).unwrap()
+    };
     let cursor = |db: &rusqlite::Connection, publisher: &str| -> i64 {
         db.query_row("SELECT seq FROM _moat_cursor WHERE publisher = ?1", [publisher], |r| r.get(0)).unwrap()
     };

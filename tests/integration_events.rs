@@ -49,10 +49,12 @@ fn orders_are_placed_from_the_replica_without_asking_product() {
     // would find no such product.
     std::fs::remove_file(app.data().join("product.db")).unwrap();
     let open = app.open();
-    let placed = call(&open, "order", r#"place-order("ORD1", "CUST1", [{product-id: "PROD001", quantity: 1}])"#).unwrap();
+    let placed =
+        call(&open, "order", r#"place-order("ORD1", "CUST1", [{product-id: "PROD001", quantity: 1}])"#).unwrap();
     assert!(placed.contains(r#"product-name: "Wireless Mouse", unit-price: 2599"#), "{placed}");
     // A product the replica never heard of is asked of the catalog.
-    let unknown = call(&open, "order", r#"place-order("ORD2", "CUST1", [{product-id: "PROD005", quantity: 1}])"#).unwrap();
+    let unknown =
+        call(&open, "order", r#"place-order("ORD2", "CUST1", [{product-id: "PROD005", quantity: 1}])"#).unwrap();
     assert_eq!(unknown, r#"err(unknown-product("PROD005"))"#);
 }
 
@@ -164,13 +166,19 @@ fn a_call_that_fails_after_publishing_publishes_nothing() {
     let app = TestApp::new(&[("probe", "probe")]);
     let open = app.open();
     let outbox = || count(&app.db("probe"), "_moat_outbox");
-    assert_eq!(call(&open, "probe", r#"publish-then-fail("lost")"#).unwrap(), r#"err("failing after publishing, as asked")"#);
+    assert_eq!(
+        call(&open, "probe", r#"publish-then-fail("lost")"#).unwrap(),
+        r#"err("failing after publishing, as asked")"#
+    );
     assert!(call(&open, "probe", r#"publish-then-trap("lost")"#).is_err());
     assert_eq!(outbox(), 0);
     call(&open, "probe", r#"publish("kept", 3)"#).unwrap();
     assert_eq!(outbox(), 3);
     assert_eq!(
-        dump(&app.db("probe"), "_moat_outbox").iter().map(|r| r.split('|').nth(3).unwrap().to_string()).collect::<Vec<_>>(),
+        dump(&app.db("probe"), "_moat_outbox")
+            .iter()
+            .map(|r| r.split('|').nth(3).unwrap().to_string())
+            .collect::<Vec<_>>(),
         [r#""note(\"kept\")""#; 3]
     );
 }
@@ -193,7 +201,13 @@ fn pending_events_survive_the_process_and_are_applied_exactly_once() {
     assert_eq!(app.call_ok("listener", "seen()"), r#"["created A", "created B", "created C"]"#);
     let listed = app.moat(&["events", "--component", "product"]);
     assert_eq!(listed.stdout.matches("[listener: applied]").count(), 3, "{}", listed.stdout);
-    assert!(listed.stdout.contains(r#"product #1 shop:product created({product-id: "A", name: "Thing", price: 100, stock: 1})"#), "{}", listed.stdout);
+    assert!(
+        listed
+            .stdout
+            .contains(r#"product #1 shop:product created({product-id: "A", name: "Thing", price: 100, stock: 1})"#),
+        "{}",
+        listed.stdout
+    );
 }
 
 #[test]

@@ -106,7 +106,11 @@ impl Cluster {
     }
 
     fn db(&self, host: &str, component: &str) -> rusqlite::Connection {
-        rusqlite::Connection::open_with_flags(self.data(host).join(format!("{component}.db")), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+        rusqlite::Connection::open_with_flags(
+            self.data(host).join(format!("{component}.db")),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap()
     }
 
     /// Waits until every event either host published has been applied on
@@ -120,7 +124,11 @@ impl Cluster {
                 .map(|r| (r.publisher, r.head))
                 .collect();
             let relays_done = [a, b].iter().all(|h| {
-                h.client.status().ok().and_then(|s| s.nats).is_some_and(|n| n.relays.iter().all(|r| r.relayed >= r.head))
+                h.client
+                    .status()
+                    .ok()
+                    .and_then(|s| s.nats)
+                    .is_some_and(|n| n.relays.iter().all(|r| r.relayed >= r.head))
             });
             let consumers_done = [a, b].iter().all(|h| {
                 h.client.status().ok().and_then(|s| s.nats).is_some_and(|n| {
@@ -220,7 +228,10 @@ fn with_nats_down_cross_host_calls_fail_clearly_and_nothing_is_lost_or_doubled()
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                if client.call("product", &format!(r#"set-price("PROD001", {i})"#), false).is_ok_and(|r| !r.returned_err) {
+                if client
+                    .call("product", &format!(r#"set-price("PROD001", {i})"#), false)
+                    .is_ok_and(|r| !r.returned_err)
+                {
                     acked.lock().unwrap().0 = i;
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -250,7 +261,11 @@ fn with_nats_down_cross_host_calls_fail_clearly_and_nothing_is_lost_or_doubled()
     let started = Instant::now();
     let err = format!("{:#}", b.client.call("product", r#"get-product("PROD001")"#, false).unwrap_err());
     assert!(started.elapsed() < Duration::from_secs(10), "a cross-host call hung for {:?}", started.elapsed());
-    assert!(err.contains("component `product`") && (err.contains("did not answer") || err.contains("no host answers") || err.contains("NATS")), "{err}");
+    assert!(
+        err.contains("component `product`")
+            && (err.contains("did not answer") || err.contains("no host answers") || err.contains("NATS")),
+        "{err}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     nats.restart();
     std::thread::sleep(Duration::from_millis(500));
@@ -262,9 +277,15 @@ fn with_nats_down_cross_host_calls_fail_clearly_and_nothing_is_lost_or_doubled()
     let (last_price, placed) = acked.lock().unwrap().clone();
     assert!(last_price > 3000 && !placed.is_empty());
     // Every acknowledged change is in, and b's replica caught up with a.
-    let price: i64 = cluster.db("a", "product").query_row("SELECT price FROM products WHERE product_id = 'PROD001'", [], |r| r.get(0)).unwrap();
+    let price: i64 = cluster
+        .db("a", "product")
+        .query_row("SELECT price FROM products WHERE product_id = 'PROD001'", [], |r| r.get(0))
+        .unwrap();
     assert!(price as u64 >= last_price);
-    let replica: i64 = cluster.db("b", "order").query_row("SELECT price FROM product_replica WHERE product_id = 'PROD001'", [], |r| r.get(0)).unwrap();
+    let replica: i64 = cluster
+        .db("b", "order")
+        .query_row("SELECT price FROM product_replica WHERE product_id = 'PROD001'", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(replica, price, "b's replica did not converge");
     let stored = count(&cluster.db("b", "order"), "orders");
     assert!(stored >= placed.len() as i64);
@@ -273,7 +294,11 @@ fn with_nats_down_cross_host_calls_fail_clearly_and_nothing_is_lost_or_doubled()
     assert_eq!(count(&cluster.db("b", "listener"), "seen"), published, "events applied on b vs published on a");
     // With NATS back, calls across hosts work again.
     assert!(call(&b, "product", r#"get-product("PROD001")"#).starts_with("some("));
-    println!("nats down 2.3 s under load: {} price changes and {} orders acknowledged; {published} product events, all applied once on the other host", last_price - 2999, placed.len());
+    println!(
+        "nats down 2.3 s under load: {} price changes and {} orders acknowledged; {published} product events, all applied once on the other host",
+        last_price - 2999,
+        placed.len()
+    );
 }
 
 #[test]
@@ -284,7 +309,11 @@ fn killing_either_host_under_load_loses_nothing_and_applies_nothing_twice() {
     {
         let a = hosts[0].as_ref().unwrap();
         for p in 0..3 {
-            call(a, "product", &format!(r#"create-product({{product-id: "P{p}", name: "Product {p}", price: 1000, stock: 30}})"#));
+            call(
+                a,
+                "product",
+                &format!(r#"create-product({{product-id: "P{p}", name: "Product {p}", price: 1000, stock: 30}})"#),
+            );
         }
     }
     let mut acked_orders = Vec::new();
@@ -312,7 +341,10 @@ fn killing_either_host_under_load_loses_nothing_and_applies_nothing_twice() {
             let p = rand(3) as usize;
             if let Some(a) = &hosts[0] {
                 let price = 2000 + (round * 1000 + i) as u64;
-                if a.client.call("product", &format!(r#"set-price("P{p}", {price})"#), false).is_ok_and(|r| !r.returned_err) {
+                if a.client
+                    .call("product", &format!(r#"set-price("P{p}", {price})"#), false)
+                    .is_ok_and(|r| !r.returned_err)
+                {
                     acked_prices.insert(p, price);
                 }
             }
@@ -337,32 +369,62 @@ fn killing_either_host_under_load_loses_nothing_and_applies_nothing_twice() {
 
     let product = cluster.db("a", "product");
     let order = cluster.db("b", "order");
-    let stored: Vec<String> = order.prepare("SELECT order_id FROM orders").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let stored: Vec<String> = order
+        .prepare("SELECT order_id FROM orders")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     for o in &acked_orders {
         assert!(stored.contains(o), "acknowledged order {o} was lost");
     }
     for (p, price) in &acked_prices {
-        let now: i64 = product.query_row("SELECT price FROM products WHERE product_id = ?1", [format!("P{p}")], |r| r.get(0)).unwrap();
+        let now: i64 = product
+            .query_row("SELECT price FROM products WHERE product_id = ?1", [format!("P{p}")], |r| r.get(0))
+            .unwrap();
         assert!(now as u64 >= *price, "P{p}: acknowledged {price}, stored {now}");
     }
-    let truth: Vec<(String, i64)> =
-        product.prepare("SELECT product_id, price FROM products ORDER BY 1").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
-    let replica: Vec<(String, i64)> =
-        order.prepare("SELECT product_id, price FROM product_replica ORDER BY 1").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    let truth: Vec<(String, i64)> = product
+        .prepare("SELECT product_id, price FROM products ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let replica: Vec<(String, i64)> = order
+        .prepare("SELECT product_id, price FROM product_replica ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(replica, truth, "the replica on b is not product's truth on a");
     // Exactly once: every product event applied once on b, in order.
     let published: Vec<String> = product
         .prepare("SELECT event, payload FROM _moat_outbox ORDER BY seq")
         .unwrap()
-        .query_map([], |r| Ok(format!("{} {}", r.get::<_, String>(0)?, r.get::<_, String>(1)?.split('"').nth(1).unwrap_or_default())))
+        .query_map([], |r| {
+            Ok(format!("{} {}", r.get::<_, String>(0)?, r.get::<_, String>(1)?.split('"').nth(1).unwrap_or_default()))
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    let applied: Vec<String> = cluster.db("b", "listener").prepare("SELECT event FROM seen ORDER BY n").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let applied: Vec<String> = cluster
+        .db("b", "listener")
+        .prepare("SELECT event FROM seen ORDER BY n")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(applied.len(), published.len(), "applied on b vs published on a");
     assert_eq!(applied, published);
     // Every submission answered once; stock never doubled or lost.
-    assert_eq!(order.query_row("SELECT count(*) FROM orders WHERE status = 'submitted'", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
+    assert_eq!(
+        order.query_row("SELECT count(*) FROM orders WHERE status = 'submitted'", [], |r| r.get::<_, i64>(0)).unwrap(),
+        0
+    );
     let on_hand: i64 = product.query_row("SELECT sum(stock) FROM products", [], |r| r.get(0)).unwrap();
     let held: i64 = order
         .query_row("SELECT coalesce(sum(i.quantity), 0) FROM order_items i JOIN orders o USING (order_id) WHERE o.status = 'confirmed'", [], |r| r.get(0))

@@ -32,10 +32,7 @@ fn demo_scenario_through_the_cli_writes_each_database_only_its_own_tables() {
     assert_eq!(count(&orders, "orders"), 1);
     assert_eq!(
         dump(&orders, "order_items"),
-        [
-            r#""ORD12345"|0|"PROD001"|2|"Wireless Mouse"|2599"#,
-            r#""ORD12345"|1|"PROD005"|1|"Mechanical Keyboard"|7999"#,
-        ]
+        [r#""ORD12345"|0|"PROD001"|2|"Wireless Mouse"|2599"#, r#""ORD12345"|1|"PROD005"|1|"Mechanical Keyboard"|7999"#,]
     );
 }
 
@@ -46,7 +43,10 @@ fn json_output_for_scripts() {
     let run = app.moat(&["--json", "call", "product", r#"get-product("PROD001")"#]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let value: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(value, serde_json::json!({"product-id": "PROD001", "name": "Wireless Mouse", "price": 2599, "stock": 150}));
+    assert_eq!(
+        value,
+        serde_json::json!({"product-id": "PROD001", "name": "Wireless Mouse", "price": 2599, "stock": 150})
+    );
 }
 
 #[test]
@@ -54,14 +54,27 @@ fn rejected_orders_return_a_typed_error_and_write_nothing_anywhere() {
     let app = TestApp::shop();
     app.call_ok("product", PROD001);
     app.call_ok("order", ORD12345.replace("PROD005", "PROD001").as_str());
-    let before = (dump(&app.db("product"), "products"), dump(&app.db("order"), "orders"), dump(&app.db("order"), "order_items"));
+    let before =
+        (dump(&app.db("product"), "products"), dump(&app.db("order"), "orders"), dump(&app.db("order"), "order_items"));
 
     let cases = [
-        (r#"place-order("ORD2", "CUST1", [{product-id: "PROD001", quantity: 1}, {product-id: "NOPE", quantity: 1}])"#, r#"err(unknown-product("NOPE"))"#),
-        (r#"place-order("ORD2", "CUST1", [{product-id: "PROD001", quantity: 0}])"#, r#"err(invalid-quantity("PROD001"))"#),
+        (
+            r#"place-order("ORD2", "CUST1", [{product-id: "PROD001", quantity: 1}, {product-id: "NOPE", quantity: 1}])"#,
+            r#"err(unknown-product("NOPE"))"#,
+        ),
+        (
+            r#"place-order("ORD2", "CUST1", [{product-id: "PROD001", quantity: 0}])"#,
+            r#"err(invalid-quantity("PROD001"))"#,
+        ),
         (r#"place-order("ORD2", "CUST1", [])"#, "err(no-items)"),
-        (r#"place-order("ORD12345", "CUST1", [{product-id: "PROD001", quantity: 1}])"#, r#"err(already-exists("ORD12345"))"#),
-        (r#"place-order("", "CUST1", [{product-id: "PROD001", quantity: 1}])"#, r#"err(invalid("order-id must not be empty"))"#),
+        (
+            r#"place-order("ORD12345", "CUST1", [{product-id: "PROD001", quantity: 1}])"#,
+            r#"err(already-exists("ORD12345"))"#,
+        ),
+        (
+            r#"place-order("", "CUST1", [{product-id: "PROD001", quantity: 1}])"#,
+            r#"err(invalid("order-id must not be empty"))"#,
+        ),
     ];
     for (call, expected) in cases {
         let run = app.moat(&["call", "order", call]);
@@ -69,7 +82,8 @@ fn rejected_orders_return_a_typed_error_and_write_nothing_anywhere() {
         assert_eq!(run.stdout.trim(), expected, "{call}");
     }
 
-    let after = (dump(&app.db("product"), "products"), dump(&app.db("order"), "orders"), dump(&app.db("order"), "order_items"));
+    let after =
+        (dump(&app.db("product"), "products"), dump(&app.db("order"), "orders"), dump(&app.db("order"), "order_items"));
     assert_eq!(before, after, "refused orders changed a database");
 }
 
@@ -89,7 +103,10 @@ fn catalog_errors_are_typed_and_write_nothing() {
         call(&open, "product", r#"adjust-stock("PROD001", -50)"#).unwrap(),
         r#"ok({product-id: "PROD001", name: "Wireless Mouse", price: 2599, stock: 100})"#
     );
-    assert_eq!(call(&open, "product", "list-products()").unwrap(), r#"[{product-id: "PROD001", name: "Wireless Mouse", price: 2599, stock: 100}]"#);
+    assert_eq!(
+        call(&open, "product", "list-products()").unwrap(),
+        r#"[{product-id: "PROD001", name: "Wireless Mouse", price: 2599, stock: 100}]"#
+    );
 }
 
 #[test]

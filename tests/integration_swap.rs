@@ -11,8 +11,11 @@ use crate::common::*;
 
 fn seed(host: &Host, products: usize) {
     for p in 0..products {
-        host.call("product", &format!(r#"create-product({{product-id: "P{p}", name: "Product {p}", price: 1000, stock: 1000}})"#))
-            .unwrap();
+        host.call(
+            "product",
+            &format!(r#"create-product({{product-id: "P{p}", name: "Product {p}", price: 1000, stock: 1000}})"#),
+        )
+        .unwrap();
     }
 }
 
@@ -31,9 +34,14 @@ fn drained(host: &Host) {
 
 /// Product's truth and order's replica of it agree.
 fn replica_matches(app: &TestApp) {
-    let truth = app.db("product").prepare("SELECT product_id, name, price FROM products ORDER BY 1").unwrap().query_map([], |r| {
-        Ok(format!("{}|{}|{}", r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-    }).unwrap().map(Result::unwrap).collect::<Vec<_>>();
+    let truth = app
+        .db("product")
+        .prepare("SELECT product_id, name, price FROM products ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| Ok(format!("{}|{}|{}", r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>();
     assert_eq!(dump(&app.db("order"), "product_replica").iter().map(|r| r.replace('"', "")).collect::<Vec<_>>(), truth);
 }
 
@@ -49,14 +57,18 @@ fn swapping_product_under_load_fails_no_call_and_loses_no_event() {
     let placed = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
-            let (client, done, failures, placed) = (host.client.clone(), done.clone(), failures.clone(), placed.clone());
+            let (client, done, failures, placed) =
+                (host.client.clone(), done.clone(), failures.clone(), placed.clone());
             std::thread::spawn(move || {
                 for i in 0..CALLS {
                     let p = (t + i) % 5;
                     let (component, call) = match i % 4 {
                         0 => ("product", format!(r#"get-product("P{p}")"#)),
                         1 => ("product", format!(r#"set-price("P{p}", {})"#, 1000 + t * 10_000 + i)),
-                        2 => ("order", format!(r#"place-order("T{t}-{i}", "C{t}", [{{product-id: "P{p}", quantity: 1}}])"#)),
+                        2 => (
+                            "order",
+                            format!(r#"place-order("T{t}-{i}", "C{t}", [{{product-id: "P{p}", quantity: 1}}])"#),
+                        ),
                         _ => ("order", format!(r#"get-order("T{t}-{}")"#, i - 1)),
                     };
                     match client.call(component, &call, false) {
@@ -148,7 +160,10 @@ fn a_failing_migration_or_a_trap_at_start_leaves_the_database_as_it_was() {
 
     let migrate = format!("{:#}", host.client.swap("product", Some(guest("product_bad_migrate")), false).unwrap_err());
     assert!(migrate.contains("the old version keeps serving and its database is unchanged"), "{migrate}");
-    assert!(migrate.contains("refused to migrate its database from schema 1.0: the migration failed halfway, as asked"), "{migrate}");
+    assert!(
+        migrate.contains("refused to migrate its database from schema 1.0: the migration failed halfway, as asked"),
+        "{migrate}"
+    );
     assert_eq!(snapshot(&app, "product"), before);
 
     let trap = format!("{:#}", host.client.swap("product", Some(guest("product_trap_init")), false).unwrap_err());
@@ -216,7 +231,14 @@ fn sigterm_under_load_then_restart_loses_nothing_committed() {
                 for i in 0.. {
                     let (p, price) = (t, 2000 + i);
                     let result = if i % 2 == 0 {
-                        client.call("order", &format!(r#"place-order("S{t}-{i}", "C", [{{product-id: "P{}", quantity: 1}}])"#, (t + i) % 3), false)
+                        client.call(
+                            "order",
+                            &format!(
+                                r#"place-order("S{t}-{i}", "C", [{{product-id: "P{}", quantity: 1}}])"#,
+                                (t + i) % 3
+                            ),
+                            false,
+                        )
                     } else {
                         client.call("product", &format!(r#"set-price("P{p}", {price})"#), false)
                     };
@@ -246,20 +268,33 @@ fn sigterm_under_load_then_restart_loses_nothing_committed() {
     let host = app.up();
     drained(&host);
     let (orders, prices) = acked.lock().unwrap().clone();
-    let stored: Vec<String> =
-        app.db("order").prepare("SELECT order_id FROM orders").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let stored: Vec<String> = app
+        .db("order")
+        .prepare("SELECT order_id FROM orders")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     for o in &orders {
         assert!(stored.contains(o), "acknowledged order {o} was lost");
     }
     for (p, price) in &prices {
-        let now: i64 = app.db("product").query_row("SELECT price FROM products WHERE product_id = ?1", [format!("P{p}")], |r| r.get(0)).unwrap();
+        let now: i64 = app
+            .db("product")
+            .query_row("SELECT price FROM products WHERE product_id = ?1", [format!("P{p}")], |r| r.get(0))
+            .unwrap();
         // A later change may have committed as the host stopped, unacknowledged.
         assert!(now as usize >= *price, "P{p}: acknowledged price {price}, stored {now}");
     }
     replica_matches(&app);
     let published = count(&app.db("product"), "_moat_outbox");
     assert_eq!(count(&app.db("listener"), "seen"), published, "product events applied by the listener vs published");
-    println!("sigterm: {} orders and {} price changes acknowledged before SIGTERM; none lost, {published} events applied once", orders.len(), prices.len());
+    println!(
+        "sigterm: {} orders and {} price changes acknowledged before SIGTERM; none lost, {published} events applied once",
+        orders.len(),
+        prices.len()
+    );
 }
 
 #[test]

@@ -17,15 +17,15 @@ use anyhow::{Context, Result, bail};
 use wasmtime::component::Val;
 use wasmtime::component::types::ComponentFunc;
 
+use crate::calls::Provider;
 use crate::component::{CallError, Component, ComponentStatus, Version};
 use crate::contract::{self, Contract};
 use crate::engine::{Compiled, Runtime};
 use crate::events::{self, Dispatcher, RouteStatus, Settled, Signal, Subscription};
-use crate::calls::Provider;
-use crate::remote::{self, Nats, RemoteComponent};
-use crate::swap::Deployments;
 use crate::linker::{self, Grant, Grants};
 use crate::manifest::{ComponentSpec, Manifest};
+use crate::remote::{self, Nats, RemoteComponent};
+use crate::swap::Deployments;
 
 /// The components of a manifest, compiled and checked, not yet running.
 pub struct Plan {
@@ -90,11 +90,12 @@ impl Plan {
         let mut swapped = BTreeMap::new();
         for (name, spec) in &manifest.components {
             let mut path = manifest.wasm_path(spec);
-            if deployments.0.contains_key(name) && manifest.is_local(spec) {
-                if let Some(build) = deployments.build_for(data_dir, name, &file_digest(&path).unwrap_or_default()) {
-                    swapped.insert(name.clone(), build.clone());
-                    path = build;
-                }
+            if deployments.0.contains_key(name)
+                && manifest.is_local(spec)
+                && let Some(build) = deployments.build_for(data_dir, name, &file_digest(&path).unwrap_or_default())
+            {
+                swapped.insert(name.clone(), build.clone());
+                path = build;
             }
             let c = runtime
                 .load(&path)
@@ -120,13 +121,15 @@ impl Plan {
 
         let named: Vec<(&str, &Contract, &Grants)> =
             grants.iter().map(|(name, g)| (name.as_str(), &contracts[name], g)).collect();
-        let subscriptions = events::subscriptions(&named).map_err(|problems| anyhow::anyhow!("{}", problems.join("\n")))?;
+        let subscriptions =
+            events::subscriptions(&named).map_err(|problems| anyhow::anyhow!("{}", problems.join("\n")))?;
 
         let order = start_order(&grants)?;
         let parts = order
             .into_iter()
             .map(|name| Part {
-                remote: (!manifest.is_local(&manifest.components[&name])).then(|| manifest.components[&name].host.clone().unwrap_or_default()),
+                remote: (!manifest.is_local(&manifest.components[&name]))
+                    .then(|| manifest.components[&name].host.clone().unwrap_or_default()),
                 swapped: swapped.remove(&name),
                 spec: manifest.components[&name].clone(),
                 compiled: compiled.remove(&name).expect("compiled every component"),
@@ -195,13 +198,16 @@ impl Plan {
             if part.remote.is_some() {
                 let nats = nats.clone().expect("a remote component implies [nats]");
                 let timeout = Duration::from_millis(part.spec.limits.call_timeout_ms);
-                let remote = Remote { contract: part.contract, client: RemoteComponent::new(nats, &part.name, timeout) };
+                let remote =
+                    Remote { contract: part.contract, client: RemoteComponent::new(nats, &part.name, timeout) };
                 remotes.insert(part.name, remote);
                 continue;
             }
             let linker = linker::build(&engine, &part.grants, |provider| match components.get(provider) {
                 Some(c) => Provider::Local(c.clone()),
-                None => Provider::Remote(remotes[provider].client.with_timeout(Duration::from_millis(part.spec.limits.call_timeout_ms))),
+                None => Provider::Remote(
+                    remotes[provider].client.with_timeout(Duration::from_millis(part.spec.limits.call_timeout_ms)),
+                ),
             })?;
             let pre = linker
                 .instantiate_pre(&part.compiled.component)

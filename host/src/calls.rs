@@ -18,8 +18,8 @@ use anyhow::Result;
 use wasmtime::component::Linker;
 
 use crate::component::{Component, InstanceState};
-use crate::remote::RemoteComponent;
 use crate::contract::Interface;
+use crate::remote::RemoteComponent;
 
 /// Who serves an import: a component in this process, or one on another
 /// host (reached through NATS).

@@ -21,9 +21,9 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::contract::{Contract, InterfaceId};
-use crate::linker::Grants;
 use crate::engine::{Compiled, EPOCH_TICK};
 use crate::events::{self, OutboxEvent, Signal};
+use crate::linker::Grants;
 use crate::log::GuestLog;
 use crate::manifest::{ComponentSpec, Limits};
 use crate::store::{Db, SchemaVersion};
@@ -288,7 +288,8 @@ impl Component {
 
     fn run_call(&self, export: &str, func: &str, params: &[Val]) -> Result<Vec<Val>, CallError> {
         let mut slot = self.lock();
-        let live = slot.live(&self.engine, &self.name, &self.spec.limits).map_err(|e| self.host_error(export, func, e))?;
+        let live =
+            slot.live(&self.engine, &self.name, &self.spec.limits).map_err(|e| self.host_error(export, func, e))?;
         let outcome = live.run(export, func, params, &self.spec.limits);
         match outcome {
             Ok(results) => {
@@ -510,7 +511,11 @@ impl Live {
         if let Some(f) = self.funcs.get(export).and_then(|m| m.get(func)) {
             return Some(*f);
         }
-        let iface = if export.is_empty() { None } else { Some(self.instance.get_export_index(&mut self.store, None, export)?) };
+        let iface = if export.is_empty() {
+            None
+        } else {
+            Some(self.instance.get_export_index(&mut self.store, None, export)?)
+        };
         let index = self.instance.get_export_index(&mut self.store, iface.as_ref(), func)?;
         let f = self.instance.get_func(&mut self.store, index)?;
         self.funcs.entry(export.to_string()).or_default().insert(func.to_string(), f);
@@ -520,7 +525,14 @@ impl Live {
 
 /// Instantiates `version` with `db` as its database. On failure the
 /// database is handed back.
-fn instantiate(engine: &Engine, name: &Arc<str>, limits: &Limits, version: &Version, db: Db) -> Result<Live, (anyhow::Error, Db)> {
+#[expect(clippy::result_large_err, reason = "the database must come back on failure; a rare path, not a hot one")]
+fn instantiate(
+    engine: &Engine,
+    name: &Arc<str>,
+    limits: &Limits,
+    version: &Version,
+    db: Db,
+) -> Result<Live, (anyhow::Error, Db)> {
     let state = InstanceState {
         wasi: crate::wasi::context(name),
         table: ResourceTable::new(),
@@ -568,7 +580,9 @@ fn migrate(live: &mut Live, name: &str, version: &Version, limits: &Limits) -> R
                 Failure::Missing => "it exports no `migrate` function".to_string(),
                 Failure::Trapped(reason) => reason,
             };
-            bail!("component `{name}` failed to migrate its database from schema {shown}: {why}; the database is unchanged");
+            bail!(
+                "component `{name}` failed to migrate its database from schema {shown}: {why}; the database is unchanged"
+            );
         }
     };
     let db = &mut live.store.data_mut().db;
@@ -597,7 +611,9 @@ fn migrate(live: &mut Live, name: &str, version: &Version, limits: &Limits) -> R
         }
         Err(Some(why)) => {
             db.rollback();
-            bail!("component `{name}` refused to migrate its database from schema {shown}: {why}; the database is unchanged")
+            bail!(
+                "component `{name}` refused to migrate its database from schema {shown}: {why}; the database is unchanged"
+            )
         }
         Err(None) => {
             db.rollback();

@@ -82,7 +82,11 @@ impl InterfaceId {
         match (&self.version, &wanted.version) {
             (None, None) => true,
             (Some(have), Some(want)) => {
-                let same_line = if have.major == 0 { want.major == 0 && have.minor == want.minor } else { have.major == want.major };
+                let same_line = if have.major == 0 {
+                    want.major == 0 && have.minor == want.minor
+                } else {
+                    have.major == want.major
+                };
                 same_line && have >= want
             }
             _ => false,
@@ -136,10 +140,7 @@ impl Contract {
     /// The version of the contract this component serves: the version of its
     /// first exported versioned interface outside `moat:platform`.
     pub fn version(&self) -> Option<&semver::Version> {
-        self.exports
-            .iter()
-            .filter(|i| i.id.package != "moat:platform")
-            .find_map(|i| i.id.version.as_ref())
+        self.exports.iter().filter(|i| i.id.package != "moat:platform").find_map(|i| i.id.version.as_ref())
     }
 }
 

@@ -90,18 +90,18 @@ impl Runtime {
         let digest = hex(&Sha256::digest(bytes));
 
         let cached = self.cache_dir.as_ref().map(|dir| dir.join(format!("{digest}-{}.cwasm", self.engine_hash())));
-        if let Some(file) = &cached {
-            if file.exists() {
-                // SAFETY: the file is one this host wrote with
-                // `precompile_component` under a name that carries the
-                // source's SHA-256 and the engine's compatibility hash;
-                // Wasmtime also checks its header and refuses a mismatch.
-                match unsafe { Component::deserialize_file(&self.engine, file) } {
-                    Ok(component) => {
-                        return Ok(Compiled { component, source: path.into(), digest, compiled_now: false });
-                    }
-                    Err(e) => tracing::warn!(file = %file.display(), "ignoring unusable cached compile: {e}"),
+        if let Some(file) = &cached
+            && file.exists()
+        {
+            // SAFETY: the file is one this host wrote with
+            // `precompile_component` under a name that carries the
+            // source's SHA-256 and the engine's compatibility hash;
+            // Wasmtime also checks its header and refuses a mismatch.
+            match unsafe { Component::deserialize_file(&self.engine, file) } {
+                Ok(component) => {
+                    return Ok(Compiled { component, source: path.into(), digest, compiled_now: false });
                 }
+                Err(e) => tracing::warn!(file = %file.display(), "ignoring unusable cached compile: {e}"),
             }
         }
 
@@ -110,10 +110,10 @@ impl Runtime {
             .precompile_component(bytes)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
-        if let Some(file) = &cached {
-            if let Err(e) = write_atomically(file, &serialized) {
-                tracing::warn!(file = %file.display(), "cannot write the compile cache: {e:#}");
-            }
+        if let Some(file) = &cached
+            && let Err(e) = write_atomically(file, &serialized)
+        {
+            tracing::warn!(file = %file.display(), "cannot write the compile cache: {e:#}");
         }
         // SAFETY: `serialized` was produced by this engine a moment ago.
         let component = unsafe { Component::deserialize(&self.engine, &serialized) }.map_err(anyhow::Error::from)?;
@@ -151,7 +151,9 @@ fn check_is_component(path: &Path, bytes: &[u8]) -> Result<()> {
     if bytes.is_empty() {
         bail!("{shown} is empty: rebuild the component");
     }
-    bail!("{shown} is not a WebAssembly component (it does not start with the component header): rebuild it for wasm32-wasip2")
+    bail!(
+        "{shown} is not a WebAssembly component (it does not start with the component header): rebuild it for wasm32-wasip2"
+    )
 }
 
 fn write_atomically(file: &Path, bytes: &[u8]) -> Result<()> {

@@ -77,10 +77,7 @@ pub fn grant(name: &str, contract: &Contract, strict: bool, others: &BTreeMap<St
         }
     }
     if !refused.is_empty() {
-        bail!(
-            "component `{name}` imports what the host does not grant, so it was not loaded:\n{}",
-            refused.join("\n")
-        );
+        bail!("component `{name}` imports what the host does not grant, so it was not loaded:\n{}", refused.join("\n"));
     }
     Ok(grants)
 }
@@ -134,7 +131,12 @@ fn grant_one(
         [] => {
             let same_iface: Vec<String> = others
                 .iter()
-                .flat_map(|(o, c)| c.exports.iter().filter(|e| e.id.unversioned() == id.unversioned()).map(move |e| format!("{o} exports {}", e.name)))
+                .flat_map(|(o, c)| {
+                    c.exports
+                        .iter()
+                        .filter(|e| e.id.unversioned() == id.unversioned())
+                        .map(move |e| format!("{o} exports {}", e.name))
+                })
                 .collect();
             return Err(if same_iface.is_empty() {
                 "no loaded component exports it, and the host does not grant it: add the component that serves it to moat.toml".to_string()

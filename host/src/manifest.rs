@@ -240,8 +240,8 @@ pub enum ManifestError {
 impl Manifest {
     /// Reads and checks the manifest at `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
         Self::parse(path, &text)
     }
 
@@ -253,9 +253,7 @@ impl Manifest {
         })?;
         let invalid = |message: String| ManifestError::Invalid { path: path.to_path_buf(), message };
         if raw.components.is_empty() {
-            return Err(invalid(
-                "no components: add a [components.NAME] table with the path of its .wasm file".into(),
-            ));
+            return Err(invalid("no components: add a [components.NAME] table with the path of its .wasm file".into()));
         }
         for (name, spec) in &raw.components {
             if let Err(why) = check_name(name) {
@@ -265,7 +263,12 @@ impl Manifest {
                 return Err(invalid(format!("[components.{name}] path: must not be empty")));
             }
             let l = &spec.limits;
-            if l.call_timeout_ms == 0 || l.memory_mib == 0 || l.database_mib == 0 || l.query_rows == 0 || l.query_bytes == 0 {
+            if l.call_timeout_ms == 0
+                || l.memory_mib == 0
+                || l.database_mib == 0
+                || l.query_rows == 0
+                || l.query_bytes == 0
+            {
                 return Err(invalid(format!(
                     "[components.{name}.limits]: call_timeout_ms, memory_mib, database_mib, query_rows and query_bytes must be above 0"
                 )));
@@ -281,7 +284,10 @@ impl Manifest {
         }
         if let Some(nats) = &raw.nats {
             if !nats.url.starts_with("nats://") {
-                return Err(invalid(format!("[nats] url: {:?} is not a nats:// address, like nats://127.0.0.1:4222", nats.url)));
+                return Err(invalid(format!(
+                    "[nats] url: {:?} is not a nats:// address, like nats://127.0.0.1:4222",
+                    nats.url
+                )));
             }
             if let Err(why) = check_name(&nats.host) {
                 return Err(invalid(format!("[nats] host: {why}")));
@@ -296,7 +302,9 @@ impl Manifest {
         }
         let manifest = Manifest { path: path.to_path_buf(), components: raw.components, nats: raw.nats };
         if !manifest.components.values().any(|spec| manifest.is_local(spec)) {
-            return Err(invalid("no component runs on this host: at least one must have no `host`, or this host's".into()));
+            return Err(invalid(
+                "no component runs on this host: at least one must have no `host`, or this host's".into(),
+            ));
         }
         Ok(manifest)
     }
@@ -367,8 +375,7 @@ mod tests {
 
     #[test]
     fn duplicate_component_is_refused() {
-        let err = parse("[components.a]\npath = \"a.wasm\"\n[components.a]\npath = \"b.wasm\"\n")
-            .unwrap_err();
+        let err = parse("[components.a]\npath = \"a.wasm\"\n[components.a]\npath = \"b.wasm\"\n").unwrap_err();
         assert!(err.contains("duplicate key"), "{err}");
     }
 

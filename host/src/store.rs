@@ -18,8 +18,8 @@
 //! the only difference between host and guest SQL.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
@@ -59,8 +59,17 @@ impl std::str::FromStr for SchemaVersion {
 pub const RESERVED_PREFIX: &str = "_moat_";
 
 /// PRAGMAs a component may run: they only read the layout of its own tables.
-const READ_ONLY_PRAGMAS: &[&str] =
-    &["table_info", "table_xinfo", "index_info", "index_xinfo", "index_list", "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check"];
+const READ_ONLY_PRAGMAS: &[&str] = &[
+    "table_info",
+    "table_xinfo",
+    "index_info",
+    "index_xinfo",
+    "index_list",
+    "foreign_key_list",
+    "foreign_key_check",
+    "integrity_check",
+    "quick_check",
+];
 
 /// One component's database: a connection, the sandbox around it, and the
 /// state of the current unit of work.
@@ -227,8 +236,10 @@ impl Db {
     /// The schema version the component's `migrate` last returned, if any.
     pub fn schema_version(&mut self) -> Result<Option<SchemaVersion>> {
         let text: Option<String> = self.host(|c| {
-            c.query_row(&format!("SELECT value FROM {RESERVED_PREFIX}meta WHERE key = 'schema_version'"), [], |r| r.get(0))
-                .optional()
+            c.query_row(&format!("SELECT value FROM {RESERVED_PREFIX}meta WHERE key = 'schema_version'"), [], |r| {
+                r.get(0)
+            })
+            .optional()
         })?;
         text.map(|t| t.parse()).transpose()
     }
@@ -287,7 +298,8 @@ impl store::Host for Db {
         if stmt.column_count() > 0 {
             return Err(Error::Invalid("this statement returns rows: run it with `query`".into()));
         }
-        let changed = stmt.execute(rusqlite::params_from_iter(params.iter().map(Param))).map_err(|e| classify(e, None))?;
+        let changed =
+            stmt.execute(rusqlite::params_from_iter(params.iter().map(Param))).map_err(|e| classify(e, None))?;
         Ok(changed as u64)
     }
 
@@ -295,7 +307,8 @@ impl store::Host for Db {
         let (max_rows, max_bytes) = (self.max_rows, self.max_bytes);
         let mut stmt = self.guest_statement(&sql)?;
         let width = stmt.column_count();
-        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(Param))).map_err(|e| classify(e, None))?;
+        let mut rows =
+            stmt.query(rusqlite::params_from_iter(params.iter().map(Param))).map_err(|e| classify(e, None))?;
         let (mut out, mut bytes) = (Vec::new(), 0u64);
         while let Some(row) = rows.next().map_err(|e| classify(e, None))? {
             if out.len() as u64 >= max_rows {
@@ -325,10 +338,11 @@ impl store::Host for Db {
 
 /// The sandbox's rule, one action at a time. `Err` carries the reason.
 fn authorize(ctx: &AuthContext<'_>) -> Result<(), String> {
-    if let Some(db) = ctx.database_name {
-        if db != "main" && db != "temp" {
-            return Err(format!("database `{db}` is not this component's"));
-        }
+    if let Some(db) = ctx.database_name
+        && db != "main"
+        && db != "temp"
+    {
+        return Err(format!("database `{db}` is not this component's"));
     }
     let reserved = |table: &str| {
         let t = table.to_ascii_lowercase();
@@ -340,7 +354,8 @@ fn authorize(ctx: &AuthContext<'_>) -> Result<(), String> {
     // SQLite's own bookkeeping and stays out of reach.
     let internal = |table: &str| {
         let t = table.to_ascii_lowercase();
-        t.starts_with("sqlite_") && !matches!(t.as_str(), "sqlite_master" | "sqlite_schema" | "sqlite_temp_master" | "sqlite_temp_schema")
+        t.starts_with("sqlite_")
+            && !matches!(t.as_str(), "sqlite_master" | "sqlite_schema" | "sqlite_temp_master" | "sqlite_temp_schema")
     };
     match ctx.action {
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => {
@@ -471,6 +486,16 @@ impl ToSql for Param<'_> {
     }
 }
 
+fn to_value(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(n) => Value::Integer(n),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::first_keyword;
@@ -481,15 +506,5 @@ mod tests {
         assert_eq!(first_keyword("/* hi */ -- there\n\tVACUUM INTO 'x'"), "VACUUM");
         assert_eq!(first_keyword("SELECT 1"), "SELECT");
         assert_eq!(first_keyword("/* unterminated"), "");
-    }
-}
-
-fn to_value(v: ValueRef<'_>) -> Value {
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(n) => Value::Integer(n),
-        ValueRef::Real(f) => Value::Real(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
     }
 }

@@ -76,7 +76,8 @@ impl App {
         let (now_contracts, now_grants) = self.wiring();
         let mut contracts = now_contracts.clone();
         contracts.insert(name.to_string(), contract.clone());
-        let grants = linker::grant(name, &contract, component.spec().strict, &contracts).map_err(|e| refused(format!("  - {e:#}")))?;
+        let grants = linker::grant(name, &contract, component.spec().strict, &contracts)
+            .map_err(|e| refused(format!("  - {e:#}")))?;
         let mut all_grants = now_grants.clone();
         all_grants.insert(name.to_string(), grants.clone());
 
@@ -123,7 +124,10 @@ impl App {
         let to_version = contract.version().map(|v| v.to_string());
         let switch = Instant::now();
         let schema = component.swap(Version { compiled, contract, grants, pre }).with_context(|| {
-            format!("swap of `{name}` to {} failed; the old version keeps serving and its database is unchanged", wasm.display())
+            format!(
+                "swap of `{name}` to {} failed; the old version keeps serving and its database is unchanged",
+                wasm.display()
+            )
         })?;
         let switch_ms = switch.elapsed().as_secs_f64() * 1e3;
         let local: Vec<Subscription> = subscriptions
@@ -137,7 +141,9 @@ impl App {
                 tracing::warn!(component = name, "the swap is live, but announcing it to other hosts failed: {e:#}");
             }
         }
-        if let Err(e) = Deployments::record(self.data_dir(), name, &old.compiled.source, wasm, &self.manifest_digest(name)?) {
+        if let Err(e) =
+            Deployments::record(self.data_dir(), name, &old.compiled.source, wasm, &self.manifest_digest(name)?)
+        {
             tracing::warn!(component = name, "the swap is live, but recording it for the next start failed: {e:#}");
         }
         Ok(SwapReport {
@@ -157,7 +163,10 @@ impl App {
     pub fn rollback(&self, name: &str) -> Result<SwapReport> {
         self.require(name)?;
         let Some(previous) = Deployments::load(self.data_dir())?.0.remove(name).and_then(|d| d.previous) else {
-            bail!("`{name}` has not been swapped in {}: there is no previous version to go back to", self.data_dir().display());
+            bail!(
+                "`{name}` has not been swapped in {}: there is no previous version to go back to",
+                self.data_dir().display()
+            );
         };
         self.swap(name, &self.data_dir().join(previous))
     }
@@ -231,18 +240,13 @@ fn consumer_problems(name: &str, contract: &Contract, grants: &BTreeMap<String, 
                 match export.func(&f.name) {
                     None => problems.push(format!(
                         "`{}` calls `{}` of {}, and the new build's {} has no such function",
-                        consumer,
-                        f.name,
-                        import.name,
-                        export.name
+                        consumer, f.name, import.name, export.name
                     )),
                     Some(p) => {
                         if let Err(d) = contract::func_fits(&f.ty, &p.ty) {
                             problems.push(format!(
                                 "`{}` calls `{}` of {}, and the new build's differs: {d}",
-                                consumer,
-                                f.name,
-                                import.name
+                                consumer, f.name, import.name
                             ));
                         }
                     }
@@ -253,7 +257,10 @@ fn consumer_problems(name: &str, contract: &Contract, grants: &BTreeMap<String, 
     problems
 }
 
-fn new_subscriptions(contracts: &BTreeMap<String, Contract>, grants: &BTreeMap<String, Grants>) -> Result<Vec<Subscription>, Vec<String>> {
+fn new_subscriptions(
+    contracts: &BTreeMap<String, Contract>,
+    grants: &BTreeMap<String, Grants>,
+) -> Result<Vec<Subscription>, Vec<String>> {
     let named: Vec<(&str, &Contract, &Grants)> = grants.iter().map(|(n, g)| (n.as_str(), &contracts[n], g)).collect();
     events::subscriptions(&named)
 }
@@ -316,7 +323,11 @@ impl Deployments {
             Ok(relative)
         };
         let mut all = Deployments::load(data_dir)?;
-        let deployed = Deployed { wasm: keep(wasm)?, previous: Some(keep(previous)?), manifest_sha256: manifest_sha256.to_string() };
+        let deployed = Deployed {
+            wasm: keep(wasm)?,
+            previous: Some(keep(previous)?),
+            manifest_sha256: manifest_sha256.to_string(),
+        };
         all.0.insert(name.to_string(), deployed);
         let path = data_dir.join(Self::FILE);
         let tmp = path.with_extension("tmp");

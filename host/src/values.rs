@@ -42,8 +42,9 @@ pub fn parse_args(func_name: &str, args: &str, ty: &ComponentFunc) -> Result<Vec
         let caret = " ".repeat(start.min(shown.len())) + &"^".repeat((end - start).clamp(1, 40));
         format!("\n  {func_name}{shown}\n  {}{caret}", " ".repeat(func_name.len()))
     };
-    let call = UntypedFuncCall::parse(&source)
-        .map_err(|e| anyhow!("cannot read the arguments as WAVE: {}{}\n  expected: {signature}", detail(&e), point(e.span())))?;
+    let call = UntypedFuncCall::parse(&source).map_err(|e| {
+        anyhow!("cannot read the arguments as WAVE: {}{}\n  expected: {signature}", detail(&e), point(e.span()))
+    })?;
     let types: Vec<_> = ty.params().map(|(_, t)| t).collect();
     call.to_wasm_params::<Val>(types.iter()).map_err(|e| {
         anyhow!("the arguments do not fit `{func_name}`: {}{}\n  expected: {signature}", detail(&e), point(e.span()))

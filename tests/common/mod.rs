@@ -3,8 +3,8 @@
 
 #![allow(dead_code, reason = "each test module uses a different subset")]
 
-use std::path::{Path, PathBuf};
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use moat::control::client::Client;
@@ -229,7 +229,9 @@ pub fn count(db: &rusqlite::Connection, table: &str) -> i64 {
 /// table, the host's included, for comparing before and after.
 pub fn snapshot(app: &TestApp, component: &str) -> Vec<String> {
     let db = app.db(component);
-    let column = |sql: &str| -> Vec<String> { db.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect() };
+    let column = |sql: &str| -> Vec<String> {
+        db.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
     let mut out = column("SELECT type || ' ' || name || ': ' || coalesce(sql, '') FROM sqlite_master ORDER BY name");
     for t in column("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") {
         out.extend(dump(&db, &t).into_iter().map(|row| format!("{t}: {row}")));
@@ -241,12 +243,10 @@ pub fn snapshot(app: &TestApp, component: &str) -> Vec<String> {
 pub fn dump(db: &rusqlite::Connection, table: &str) -> Vec<String> {
     let mut stmt = db.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
     let n = stmt.column_count();
-    stmt.query_map([], |r| {
-        Ok((0..n).map(|i| show(r.get_ref(i).unwrap())).collect::<Vec<_>>().join("|"))
-    })
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
+    stmt.query_map([], |r| Ok((0..n).map(|i| show(r.get_ref(i).unwrap())).collect::<Vec<_>>().join("|")))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 fn show(v: rusqlite::types::ValueRef<'_>) -> String {
@@ -262,5 +262,6 @@ fn show(v: rusqlite::types::ValueRef<'_>) -> String {
 
 /// The shop's seed calls, as in the demo.
 pub const PROD001: &str = r#"create-product({product-id: "PROD001", name: "Wireless Mouse", price: 2599, stock: 150})"#;
-pub const PROD005: &str = r#"create-product({product-id: "PROD005", name: "Mechanical Keyboard", price: 7999, stock: 40})"#;
+pub const PROD005: &str =
+    r#"create-product({product-id: "PROD005", name: "Mechanical Keyboard", price: 7999, stock: 40})"#;
 pub const ORD12345: &str = r#"place-order("ORD12345", "CUST987", [{product-id: "PROD001", quantity: 2}, {product-id: "PROD005", quantity: 1}])"#;

@@ -103,7 +103,12 @@ impl orders::Guest for Orders {
             }
             let (name, price) =
                 product_info(&line.product_id).ok_or_else(|| OrderError::UnknownProduct(line.product_id.clone()))?;
-            items.push(OrderItem { product_id: line.product_id, quantity: line.quantity, product_name: name, unit_price: price });
+            items.push(OrderItem {
+                product_id: line.product_id,
+                quantity: line.quantity,
+                product_name: name,
+                unit_price: price,
+            });
         }
         exec(
             "INSERT INTO orders (order_id, customer_id, status) VALUES (?, ?, ?)",
@@ -137,7 +142,11 @@ impl orders::Guest for Orders {
         publish(&OrderEvent::Submitted(SubmittedOrder {
             order_id: order_id.clone(),
             customer_id: order.customer_id.clone(),
-            lines: order.items.iter().map(|i| OrderLine { product_id: i.product_id.clone(), quantity: i.quantity }).collect(),
+            lines: order
+                .items
+                .iter()
+                .map(|i| OrderLine { product_id: i.product_id.clone(), quantity: i.quantity })
+                .collect(),
         }));
         Ok(Order { status: OrderStatus::Submitted, ..order })
     }
@@ -175,7 +184,10 @@ impl handler::Guest for Orders {
                 &[text(&p.product_id), text(&p.name), int(p.price as i64)],
             ),
             ProductEvent::PriceUpdated(u) => {
-                exec("UPDATE product_replica SET price = ? WHERE product_id = ?", &[int(u.new_price as i64), text(&u.product_id)]);
+                exec(
+                    "UPDATE product_replica SET price = ? WHERE product_id = ?",
+                    &[int(u.new_price as i64), text(&u.product_id)],
+                );
                 // Pending orders follow the catalog; submitted ones keep their price.
                 exec(
                     "UPDATE order_items SET unit_price = ? WHERE product_id = ?
@@ -184,7 +196,10 @@ impl handler::Guest for Orders {
                 );
             }
             ProductEvent::Renamed(r) => {
-                exec("UPDATE product_replica SET name = ? WHERE product_id = ?", &[text(&r.new_name), text(&r.product_id)]);
+                exec(
+                    "UPDATE product_replica SET name = ? WHERE product_id = ?",
+                    &[text(&r.new_name), text(&r.product_id)],
+                );
                 exec(
                     "UPDATE order_items SET product_name = ? WHERE product_id = ?
                      AND order_id IN (SELECT order_id FROM orders WHERE status = 'pending')",

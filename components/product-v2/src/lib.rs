@@ -66,4 +66,3 @@ impl schema::Guest for Product {
         }
     }
 }
-

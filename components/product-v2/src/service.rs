@@ -7,7 +7,7 @@ use crate::bindings::exports::shop::order::handler;
 use crate::bindings::exports::shop::product::catalog::{self, CatalogError};
 use crate::bindings::shop::order::events::OrderEvent;
 use crate::bindings::shop::product::types::{Money, Product as Item};
-use crate::{products, stock, Product};
+use crate::{Product, products, stock};
 use moat_sdk::sql::{self, text};
 
 impl catalog::Guest for Product {
@@ -24,7 +24,8 @@ impl catalog::Guest for Product {
     }
 
     fn search_products(query: String) -> Vec<Item> {
-        let pattern = format!("%{}%", query.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let pattern =
+            format!("%{}%", query.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         sql::query(
             "SELECT product_id, name, price, stock FROM products
              WHERE name_folded LIKE ? ESCAPE '\\' ORDER BY name_folded, product_id",

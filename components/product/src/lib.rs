@@ -39,7 +39,8 @@ impl schema::Guest for Product {
     fn migrate(found: Option<SchemaVersion>) -> Result<SchemaVersion, String> {
         match found {
             None => {
-                moat_sdk::sql::execute_batch(products::TABLES_1_0).map_err(|e| format!("creating the product tables: {e:?}"))?;
+                moat_sdk::sql::execute_batch(products::TABLES_1_0)
+                    .map_err(|e| format!("creating the product tables: {e:?}"))?;
                 Ok(SCHEMA)
             }
             Some(v) if v.major == SCHEMA.major => Ok(v),

@@ -6,8 +6,8 @@ use crate::bindings::exports::shop::product::catalog::CatalogError;
 use crate::bindings::shop::product::events::{PriceUpdate, ProductEvent, Rename, StockLevel};
 use crate::bindings::shop::product::publish::publish;
 use crate::bindings::shop::product::types::{Money, Product as Item};
-use moat_sdk::sql::{self, int, text, Row};
 use moat_sdk::SqlError;
+use moat_sdk::sql::{self, Row, int, text};
 
 /// The tables of schema 1.0.
 pub const TABLES_1_0: &str = "
@@ -97,12 +97,9 @@ pub fn exec(statement: &str, params: &[moat_sdk::Value]) {
 }
 
 pub fn find(product_id: &str) -> Result<Option<Item>, SqlError> {
-    Ok(sql::query_one(
-        "SELECT product_id, name, price, stock FROM products WHERE product_id = ?",
-        &[text(product_id)],
-    )?
-    .as_ref()
-    .map(to_product))
+    Ok(sql::query_one("SELECT product_id, name, price, stock FROM products WHERE product_id = ?", &[text(product_id)])?
+        .as_ref()
+        .map(to_product))
 }
 
 fn existing(product_id: &str) -> Result<Item, CatalogError> {

@@ -92,4 +92,3 @@ fn move_stock(product_id: &str, delta: i64) -> u32 {
     exec("UPDATE products SET stock = stock + ? WHERE product_id = ?", &[int(delta), text(product_id)]);
     find(product_id).ok().flatten().expect("the product was just updated").stock
 }
-

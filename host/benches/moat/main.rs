@@ -35,7 +35,8 @@ fn main() {
     let guests = workspace().join("target/wasm32-wasip2/guest");
     assert!(guests.join("relay.wasm").exists(), "build the components first: make bench does");
     // MOAT_BENCH_ROWS=call,events runs only those rows (for profiling).
-    let only: Option<Vec<String>> = std::env::var("MOAT_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_string).collect());
+    let only: Option<Vec<String>> =
+        std::env::var("MOAT_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_string).collect());
     let mut rows = Vec::new();
     let started = Instant::now();
     for (name, row) in [
@@ -91,7 +92,13 @@ impl Row {
             self.native,
             self.ratio,
             self.aim,
-            if self.aim == "report" { "" } else if self.met { "met" } else { "missed" }
+            if self.aim == "report" {
+                ""
+            } else if self.met {
+                "met"
+            } else {
+                "missed"
+            }
         )
     }
 }
@@ -156,8 +163,11 @@ fn cache() -> Option<PathBuf> {
 
 fn seed_products(app: &App, n: usize) {
     for i in 0..n {
-        app.call_wave("product", &format!(r#"create-product({{product-id: "P{i:04}", name: "Product {i}", price: 1000, stock: 100}})"#))
-            .unwrap();
+        app.call_wave(
+            "product",
+            &format!(r#"create-product({{product-id: "P{i:04}", name: "Product {i}", price: 1000, stock: 100}})"#),
+        )
+        .unwrap();
     }
     app.settle(Duration::from_secs(60)).unwrap();
 }
@@ -216,7 +226,9 @@ fn unit_of_work(guests: &Path) -> Row {
     seed_products(&app, 100);
     let f = app.function("order", "place-order").unwrap();
     let conn = native::orders(&dir.path().join("native.db"), 100);
-    let line = |p: usize, q: u32| Val::Record(vec![("product-id".into(), Val::String(format!("P{p:04}"))), ("quantity".into(), Val::U32(q))]);
+    let line = |p: usize, q: u32| {
+        Val::Record(vec![("product-id".into(), Val::String(format!("P{p:04}"))), ("quantity".into(), Val::U32(q))])
+    };
     let (m, n) = per_op(
         1000,
         |i| {
@@ -228,7 +240,13 @@ fn unit_of_work(guests: &Path) -> Row {
             let r = app.call(&f, &params).unwrap();
             assert!(matches!(r[0], Val::Result(Ok(_))));
         },
-        |i| native::place_order(&conn, &format!("N{i}"), &[(&format!("P{:04}", i % 100), 2), (&format!("P{:04}", (i + 1) % 100), 1)]),
+        |i| {
+            native::place_order(
+                &conn,
+                &format!("N{i}"),
+                &[(&format!("P{:04}", i % 100), 2), (&format!("P{:04}", (i + 1) % 100), 1)],
+            )
+        },
     );
     Row {
         name: "unit of work",
@@ -289,7 +307,11 @@ fn events(guests: &Path) -> Row {
         m.push((BATCH * CALLS) as f64 / t.elapsed().as_secs_f64());
         drop(delivering);
         let totals = app.call_wave("tally", "totals()").unwrap();
-        assert_eq!(moat::values::to_wave(&totals[0]), format!("({}, {})", BATCH * CALLS, BATCH * CALLS), "exactly once");
+        assert_eq!(
+            moat::values::to_wave(&totals[0]),
+            format!("({}, {})", BATCH * CALLS, BATCH * CALLS),
+            "exactly once"
+        );
 
         let mut pipeline = native::Pipeline::new(dir.path());
         let t = Instant::now();
@@ -302,7 +324,10 @@ fn events(guests: &Path) -> Row {
     let (m, n) = (median(m), median(n));
     Row {
         name: "events",
-        what: format!("publish → applied in the subscriber, exactly once, batched ({} events, {BATCH} per publishing call)", BATCH * CALLS),
+        what: format!(
+            "publish → applied in the subscriber, exactly once, batched ({} events, {BATCH} per publishing call)",
+            BATCH * CALLS
+        ),
         moat: format!("{m:.0} events/s"),
         native: format!("{n:.0} events/s"),
         ratio: m / n,
@@ -336,7 +361,10 @@ fn event_latency(guests: &Path) -> Row {
     let (n50, n99) = (quantile(latencies.clone(), 0.5) / 1000.0, quantile(latencies, 0.99) / 1000.0);
     Row {
         name: "event latency",
-        what: format!("publish → applied at a steady {RATE} events/s for {}s (achieved {achieved:.0}/s), p50 / p99", duration.as_secs()),
+        what: format!(
+            "publish → applied at a steady {RATE} events/s for {}s (achieved {achieved:.0}/s), p50 / p99",
+            duration.as_secs()
+        ),
         moat: format!("{p50:.2} / {p99:.2} ms"),
         native: format!("{n50:.2} / {n99:.2} ms"),
         ratio: p99 / n99.max(0.001),
@@ -447,7 +475,10 @@ fn swap(guests: &Path) -> Row {
         windows[(t.duration_since(first).as_millis() / 10) as usize] += 1;
     }
     let typical = median(windows.iter().map(|&w| f64::from(w)).collect());
-    let during = at.iter().map(|t| windows[(t.saturating_duration_since(first).as_millis() / 10) as usize] as f64).fold(f64::MAX, f64::min);
+    let during = at
+        .iter()
+        .map(|t| windows[(t.saturating_duration_since(first).as_millis() / 10) as usize] as f64)
+        .fold(f64::MAX, f64::min);
 
     // The cold figure: a runtime without a compile cache.
     let cold_dir = tempfile::tempdir().unwrap();
@@ -504,7 +535,11 @@ fn memory(guests: &Path) -> Row {
     let manifest = dir.path().join("moat.toml");
     std::fs::write(
         &manifest,
-        format!("[components.product]\npath = {:?}\n[components.order]\npath = {:?}\n", guests.join("product.wasm"), guests.join("order.wasm")),
+        format!(
+            "[components.product]\npath = {:?}\n[components.order]\npath = {:?}\n",
+            guests.join("product.wasm"),
+            guests.join("order.wasm")
+        ),
     )
     .unwrap();
     let mut host = Command::new(env!("CARGO_BIN_EXE_moat"))
@@ -523,7 +558,13 @@ fn memory(guests: &Path) -> Row {
     let addr = line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
     let client = moat::control::client::Client::new(&addr);
     for p in 0..10 {
-        client.call("product", &format!(r#"create-product({{product-id: "P{p}", name: "Product {p}", price: 1000, stock: 100000}})"#), false).unwrap();
+        client
+            .call(
+                "product",
+                &format!(r#"create-product({{product-id: "P{p}", name: "Product {p}", price: 1000, stock: 100000}})"#),
+                false,
+            )
+            .unwrap();
     }
     for o in 0..1000 {
         client
@@ -557,7 +598,11 @@ fn unsafe_kill(pid: u32) {
 fn native_memory(dir: &Path) {
     let conn = native::orders(&dir.join("native-memory.db"), 10);
     for o in 0..1000 {
-        native::place_order(&conn, &format!("O{o}"), &[(&format!("P{:04}", o % 10), 1), (&format!("P{:04}", (o + 3) % 10), 2)]);
+        native::place_order(
+            &conn,
+            &format!("O{o}"),
+            &[(&format!("P{:04}", o % 10), 1), (&format!("P{:04}", (o + 3) % 10), 2)],
+        );
     }
     println!("{}", peak_rss_kib(std::process::id()));
 }
@@ -613,7 +658,10 @@ fn two_hosts(dir: &Path, guests: &Path, nats: &NatsServer, on_a: &[(&str, &str)]
         }
         let path = dir.join(format!("{host}.toml"));
         std::fs::write(&path, toml).unwrap();
-        Plan::new(Manifest::load(&path).unwrap(), Runtime::new(cache()).unwrap(), &dir.join(format!("data-{host}"))).unwrap().open().unwrap()
+        Plan::new(Manifest::load(&path).unwrap(), Runtime::new(cache()).unwrap(), &dir.join(format!("data-{host}")))
+            .unwrap()
+            .open()
+            .unwrap()
     };
     (open("a"), open("b"))
 }
@@ -634,7 +682,10 @@ fn not_measured(name: &'static str, what: &str) -> Row {
 fn events_across_hosts(guests: &Path) -> Row {
     const BATCH: usize = 1000;
     const CALLS: usize = 50;
-    let what = format!("publish on host a → JetStream (acks) → applied on host b, exactly once ({} events), vs native in one process; moat in one process alongside", BATCH * CALLS);
+    let what = format!(
+        "publish on host a → JetStream (acks) → applied on host b, exactly once ({} events), vs native in one process; moat in one process alongside",
+        BATCH * CALLS
+    );
     let Some(nats) = NatsServer::start() else { return not_measured("events across hosts", &what) };
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = two_hosts(dir.path(), guests, &nats, &[("probe", "probe")], &[("tally", "tally")]);
@@ -738,24 +789,45 @@ fn report(rows: &[Row], took: Duration) -> String {
     let mut out = String::new();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_string())))
         .unwrap_or_default();
-    let date = Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    let commit = Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(workspace()).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(workspace())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let _ = writeln!(out, "# Benchmarks\n");
-    let _ = writeln!(out, "Command: `make bench`. Date: {date}. Commit: {commit}. Machine: {cpu}, {cores} cores, {mem} of memory. Took {:.0} s.\n", took.as_secs_f64());
-    let _ = writeln!(out, "Every row is measured in the same run as its native baseline: the same SQL done directly with rusqlite in plain Rust, with the same SQLite settings (WAL, synchronous=NORMAL), no Wasm. Figures are medians of {ROUNDS} rounds unless the row says otherwise; the ratio is moat / native (lower is better).\n");
+    let _ = writeln!(
+        out,
+        "Command: `make bench`. Date: {date}. Commit: {commit}. Machine: {cpu}, {cores} cores, {mem} of memory. Took {:.0} s.\n",
+        took.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "Every row is measured in the same run as its native baseline: the same SQL done directly with rusqlite in plain Rust, with the same SQLite settings (WAL, synchronous=NORMAL), no Wasm. Figures are medians of {ROUNDS} rounds unless the row says otherwise; the ratio is moat / native (lower is better).\n"
+    );
     let _ = writeln!(out, "| row | what | moat | native | ratio | aim | |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for r in rows {
         let _ = writeln!(out, "{}", r.line());
     }
-    let mut notes: Vec<String> = rows.iter().filter(|r| !r.note.is_empty()).map(|r| format!("- {}: {}", r.name, r.note)).collect();
+    let mut notes: Vec<String> =
+        rows.iter().filter(|r| !r.note.is_empty()).map(|r| format!("- {}: {}", r.name, r.note)).collect();
     if rows.iter().any(|r| ["call", "cross-component call", "unit of work"].contains(&r.name) && !r.met) {
         notes.push(
             "- call, cross-component call, unit of work: what the host adds to the SQL is the component boundary itself. \

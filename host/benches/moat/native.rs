@@ -38,7 +38,11 @@ pub fn catalog(path: &Path, n: usize) -> Connection {
     .unwrap();
     let tx = conn.unchecked_transaction().unwrap();
     for i in 0..n {
-        tx.execute("INSERT INTO products VALUES (?1, ?2, 1000, 100)", params![format!("P{i:04}"), format!("Product {i}")]).unwrap();
+        tx.execute(
+            "INSERT INTO products VALUES (?1, ?2, 1000, 100)",
+            params![format!("P{i:04}"), format!("Product {i}")],
+        )
+        .unwrap();
     }
     tx.commit().unwrap();
     conn
@@ -70,7 +74,11 @@ pub fn orders(path: &Path, n: usize) -> Connection {
     .unwrap();
     let tx = conn.unchecked_transaction().unwrap();
     for i in 0..n {
-        tx.execute("INSERT INTO product_replica VALUES (?1, ?2, 1000)", params![format!("P{i:04}"), format!("Product {i}")]).unwrap();
+        tx.execute(
+            "INSERT INTO product_replica VALUES (?1, ?2, 1000)",
+            params![format!("P{i:04}"), format!("Product {i}")],
+        )
+        .unwrap();
     }
     tx.commit().unwrap();
     conn
@@ -179,15 +187,19 @@ impl Pipeline {
             let tx = self.subscriber.unchecked_transaction().unwrap();
             for (_, payload, _) in &events {
                 let note = payload.trim_start_matches("note(\"").trim_end_matches("\")");
-                tx.prepare_cached("INSERT INTO notes (note, n) VALUES (?, 1) ON CONFLICT (note) DO UPDATE SET n = n + 1")
-                    .unwrap()
-                    .execute([note])
-                    .unwrap();
-            }
-            tx.prepare_cached("INSERT INTO cursor (publisher, seq) VALUES ('pub', ?1) ON CONFLICT (publisher) DO UPDATE SET seq = ?1")
+                tx.prepare_cached(
+                    "INSERT INTO notes (note, n) VALUES (?, 1) ON CONFLICT (note) DO UPDATE SET n = n + 1",
+                )
                 .unwrap()
-                .execute([last])
+                .execute([note])
                 .unwrap();
+            }
+            tx.prepare_cached(
+                "INSERT INTO cursor (publisher, seq) VALUES ('pub', ?1) ON CONFLICT (publisher) DO UPDATE SET seq = ?1",
+            )
+            .unwrap()
+            .execute([last])
+            .unwrap();
             tx.commit().unwrap();
             let now = now_us();
             latencies.extend(events.iter().map(|e| now - e.2));

@@ -14,7 +14,9 @@ use moat::{Manifest, Plan, Runtime, values};
 fn plan() -> &'static Plan {
     static PLAN: OnceLock<Plan> = OnceLock::new();
     PLAN.get_or_init(|| {
-        let guests = std::env::var_os("MOAT_GUESTS").map(PathBuf::from).expect("set MOAT_GUESTS to the built components' directory");
+        let guests = std::env::var_os("MOAT_GUESTS")
+            .map(PathBuf::from)
+            .expect("set MOAT_GUESTS to the built components' directory");
         let toml = format!(
             "[components.product]\npath = {:?}\n[components.order]\npath = {:?}\n",
             guests.join("product.wasm"),

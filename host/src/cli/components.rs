@@ -17,8 +17,7 @@ pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
     for part in plan.parts() {
         let version = part.contract.version().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         let db = crate::app::db_path(&data_dir, &part.name);
-        let imports: Vec<(String, String)> =
-            part.grants.iter().map(|(i, g)| (i.name.clone(), g.describe())).collect();
+        let imports: Vec<(String, String)> = part.grants.iter().map(|(i, g)| (i.name.clone(), g.describe())).collect();
         let exports: Vec<(String, Vec<String>)> = part
             .contract
             .exports

@@ -63,7 +63,11 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     for event in &listed {
         print(ctx, event)?;
     }
-    while args.follow {
+    if !args.follow {
+        return Ok(Exit::Ok);
+    }
+    // Until Ctrl-C.
+    loop {
         std::thread::sleep(Duration::from_millis(250));
         for publisher in &publishers {
             let after = seen[publisher];
@@ -73,7 +77,6 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             }
         }
     }
-    Ok(Exit::Ok)
 }
 
 fn print(ctx: &Context, e: &Published) -> Result<()> {

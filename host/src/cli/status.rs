@@ -32,7 +32,14 @@ fn print_nats(n: &crate::remote::NatsStatus) {
     println!();
     println!("nats {} as host `{}`: {}", n.url, n.host, if n.connected { "connected" } else { "NOT CONNECTED" });
     match &n.stream {
-        Some(s) => println!("  stream {}: {} messages, {} bytes, seq {}..{}", crate::remote::STREAM, s.messages, s.bytes, s.first_seq, s.last_seq),
+        Some(s) => println!(
+            "  stream {}: {} messages, {} bytes, seq {}..{}",
+            crate::remote::STREAM,
+            s.messages,
+            s.bytes,
+            s.first_seq,
+            s.last_seq
+        ),
         None => println!("  stream {}: cannot be read now", crate::remote::STREAM),
     }
     for p in &n.peers {
@@ -45,7 +52,14 @@ fn print_nats(n: &crate::remote::NatsStatus) {
         );
     }
     for r in &n.relays {
-        println!("  relay {} ({}) -> JetStream: #{} of #{} (lag {})", r.publisher, r.topic, r.relayed, r.head, (r.head - r.relayed).max(0));
+        println!(
+            "  relay {} ({}) -> JetStream: #{} of #{} (lag {})",
+            r.publisher,
+            r.topic,
+            r.relayed,
+            r.head,
+            (r.head - r.relayed).max(0)
+        );
     }
     for c in &n.consumers {
         let pending = c.pending.map_or("?".to_string(), |p| p.to_string());
@@ -53,7 +67,10 @@ fn print_nats(n: &crate::remote::NatsStatus) {
             (Some(a), Some(b)) => format!(", p50/p99 {a:.2}/{b:.2} ms"),
             _ => String::new(),
         };
-        println!("  consumer JetStream -> {} ({} from {}): cursor #{}, {pending} pending{latency}", c.subscriber, c.topic, c.publisher, c.cursor);
+        println!(
+            "  consumer JetStream -> {} ({} from {}): cursor #{}, {pending} pending{latency}",
+            c.subscriber, c.topic, c.publisher, c.cursor
+        );
     }
 }
 
@@ -63,7 +80,10 @@ fn print_local(status: &Status, host: Option<&str>) {
         None => println!("data {}  (no host running: opened here; counts are this process's)", shown(&status.data_dir)),
     }
     println!();
-    println!("{:<14} {:<9} {:<7} {:<13} {:>10} {:>9} {:>9}", "component", "version", "schema", "sha256", "uptime", "calls", "failures");
+    println!(
+        "{:<14} {:<9} {:<7} {:<13} {:>10} {:>9} {:>9}",
+        "component", "version", "schema", "sha256", "uptime", "calls", "failures"
+    );
     for c in &status.components {
         println!(
             "{:<14} {:<9} {:<7} {:<13} {:>9.1}s {:>9} {:>9}",
@@ -78,7 +98,7 @@ fn print_local(status: &Status, host: Option<&str>) {
     }
     if !status.subscriptions.is_empty() {
         println!();
-        println!("{:<34} {:>8} {:>8} {:>6} {:>17}  {}", "events", "cursor", "head", "lag", "p50/p99 ms", "");
+        println!("{:<34} {:>8} {:>8} {:>6} {:>17}", "events", "cursor", "head", "lag", "p50/p99 ms");
         for s in &status.subscriptions {
             let sub = &s.subscription;
             let route = format!("{} -> {} ({})", sub.publisher, sub.subscriber, sub.topic);
@@ -87,7 +107,12 @@ fn print_local(status: &Status, host: Option<&str>) {
                 (Some(a), Some(b)) => format!("{a:.2}/{b:.2}"),
                 _ => "-".into(),
             };
-            println!("{route:<34} {:>8} {:>8} {:>6} {latency:>17}  {failing}", s.cursor, s.head, (s.head - s.cursor).max(0));
+            println!(
+                "{route:<34} {:>8} {:>8} {:>6} {latency:>17}  {failing}",
+                s.cursor,
+                s.head,
+                (s.head - s.cursor).max(0)
+            );
         }
     }
 }

@@ -74,17 +74,23 @@ impl Client {
         self.read(path, response)
     }
 
-    fn read<T: DeserializeOwned>(&self, path: &str, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<T> {
-        let mut response = response.with_context(|| {
-            format!("no moat host answers at {} ({path}); is `moat up` running?", self.addr())
-        })?;
+    fn read<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T> {
+        let mut response = response
+            .with_context(|| format!("no moat host answers at {} ({path}); is `moat up` running?", self.addr()))?;
         if response.status().is_success() {
             return response.body_mut().read_json().with_context(|| format!("reading the host's answer to {path}"));
         }
         let status = response.status();
         let body: ErrorBody = response.body_mut().read_json().unwrap_or_else(|_| ErrorBody {
             error: if status == ureq::http::StatusCode::PAYLOAD_TOO_LARGE {
-                format!("the request is larger than the host accepts ({} bytes at most)", crate::values::MAX_CALL_LEN * 4)
+                format!(
+                    "the request is larger than the host accepts ({} bytes at most)",
+                    crate::values::MAX_CALL_LEN * 4
+                )
             } else {
                 format!("the host answered {status}")
             },

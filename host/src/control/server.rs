@@ -18,7 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::{ADDR_FILE, CallRequest, CallResponse, ErrorBody, ReplayRequest, Replayed, Retried, RetryRequest, SwapRequest};
+use super::{
+    ADDR_FILE, CallRequest, CallResponse, ErrorBody, ReplayRequest, Replayed, Retried, RetryRequest, SwapRequest,
+};
 use crate::app::App;
 use crate::component::returned_err;
 use crate::events::dead_letters;
@@ -108,7 +110,9 @@ impl IntoResponse for Failure {
 }
 
 /// Runs blocking work (wasm, SQLite) off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Failure> + Send + 'static) -> Result<Json<T>, Failure> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<Json<T>, Failure> {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result.map(Json),
         Err(e) => Err(Failure(StatusCode::INTERNAL_SERVER_ERROR, anyhow::anyhow!("the request panicked: {e}"))),
@@ -141,7 +145,10 @@ async fn call(State(app): State<Arc<App>>, Json(req): Json<CallRequest>) -> Resu
     .await
 }
 
-async fn swap(State(app): State<Arc<App>>, Json(req): Json<SwapRequest>) -> Result<Json<crate::swap::SwapReport>, Failure> {
+async fn swap(
+    State(app): State<Arc<App>>,
+    Json(req): Json<SwapRequest>,
+) -> Result<Json<crate::swap::SwapReport>, Failure> {
     blocking(move || {
         app.require(&req.component).map_err(bad_input)?;
         let report = match (&req.wasm, req.rollback) {
@@ -158,7 +165,10 @@ async fn status(State(app): State<Arc<App>>) -> Result<Json<crate::app::Status>,
     blocking(move || app.status().map_err(failed)).await
 }
 
-async fn dlq_list(State(app): State<Arc<App>>, Path(component): Path<String>) -> Result<Json<Vec<dead_letters::DeadLetter>>, Failure> {
+async fn dlq_list(
+    State(app): State<Arc<App>>,
+    Path(component): Path<String>,
+) -> Result<Json<Vec<dead_letters::DeadLetter>>, Failure> {
     blocking(move || {
         let c = app.require(&component).map_err(bad_input)?;
         dead_letters::list(c).map_err(failed)
@@ -193,7 +203,11 @@ async fn replay(State(app): State<Arc<App>>, Json(req): Json<ReplayRequest>) -> 
         app.require(&req.from).map_err(bad_input)?;
         let replays = app.events().replay(&req.component, &req.from).map_err(failed)?;
         if replays.is_empty() {
-            return Err(bad_input(anyhow::anyhow!("`{}` does not handle events `{}` publishes", req.component, req.from)));
+            return Err(bad_input(anyhow::anyhow!(
+                "`{}` does not handle events `{}` publishes",
+                req.component,
+                req.from
+            )));
         }
         app.events().wake();
         Ok(replays

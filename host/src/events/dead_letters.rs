@@ -34,7 +34,13 @@ pub struct DeadLetter {
 
 /// Moves a failed event to the subscriber's dead letters and moves its
 /// cursor past it, in one unit of work.
-pub(crate) fn bury(subscriber: &Component, publisher: &str, event: &OutboxEvent, error: &str, attempts: u32) -> Result<()> {
+pub(crate) fn bury(
+    subscriber: &Component,
+    publisher: &str,
+    event: &OutboxEvent,
+    error: &str,
+    attempts: u32,
+) -> Result<()> {
     subscriber.with_db(|c| {
         c.execute(
             "INSERT INTO _moat_dead_letter (publisher, topic, seq, event, payload, error, attempts, failed_ms)

@@ -145,7 +145,8 @@ impl Dispatcher {
         signal: Arc<Signal>,
         relaying: bool,
     ) -> Result<Dispatcher> {
-        let dispatcher = Dispatcher { routes: RwLock::default(), signal, last_prune: Mutex::new(Instant::now()), relaying };
+        let dispatcher =
+            Dispatcher { routes: RwLock::default(), signal, last_prune: Mutex::new(Instant::now()), relaying };
         dispatcher.update(subscriptions, components)?;
         Ok(dispatcher)
     }
@@ -265,12 +266,15 @@ impl Dispatcher {
     /// first sequence to be redelivered and the last pruned, if any was.
     pub fn replay(&self, subscriber: &str, publisher: &str) -> Result<Vec<(Subscription, i64, Option<i64>)>> {
         let mut replays = Vec::new();
-        for route in self.routes().iter().filter(|r| r.delivery.sub.subscriber == subscriber && r.delivery.sub.publisher == publisher) {
+        for route in self
+            .routes()
+            .iter()
+            .filter(|r| r.delivery.sub.subscriber == subscriber && r.delivery.sub.publisher == publisher)
+        {
             let _delivering = route.delivering.lock().unwrap_or_else(|p| p.into_inner());
             let topic = route.delivery.sub.topic.clone();
-            let first: Option<i64> = route.read(|c| {
-                c.query_row("SELECT min(seq) FROM _moat_outbox WHERE topic = ?1", [&topic], |r| r.get(0))
-            })?;
+            let first: Option<i64> = route
+                .read(|c| c.query_row("SELECT min(seq) FROM _moat_outbox WHERE topic = ?1", [&topic], |r| r.get(0)))?;
             let pruned: Option<i64> = route.read(|c| {
                 c.query_row("SELECT value FROM _moat_meta WHERE key = ?1", [format!("pruned:{topic}")], |r| r.get(0))
                     .optional()
@@ -364,7 +368,13 @@ impl Route {
                  WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?
             .query_map(rusqlite::params![topic, cursor, batch_size], |r| {
-                Ok(OutboxEvent { seq: r.get(0)?, topic: topic.clone(), event: r.get(1)?, payload: r.get(2)?, published_us: r.get(3)? })
+                Ok(OutboxEvent {
+                    seq: r.get(0)?,
+                    topic: topic.clone(),
+                    event: r.get(1)?,
+                    payload: r.get(2)?,
+                    published_us: r.get(3)?,
+                })
             })?
             .collect()
         })?;
@@ -391,11 +401,9 @@ impl Delivery {
         }
         let (publisher, topic) = (&self.sub.publisher, &self.sub.topic);
         let cursor = self.subscriber.with_db(|c| {
-            c.query_row(
-                "SELECT seq FROM _moat_cursor WHERE publisher = ?1 AND topic = ?2",
-                [publisher, topic],
-                |r| r.get(0),
-            )
+            c.query_row("SELECT seq FROM _moat_cursor WHERE publisher = ?1 AND topic = ?2", [publisher, topic], |r| {
+                r.get(0)
+            })
             .optional()
             .map(|c| c.unwrap_or(0))
         })?;

@@ -132,10 +132,7 @@ fn open(path: &Path) -> Result<Option<Connection>> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .with_context(|| format!("opening {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let has_outbox: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE name = '_moat_outbox'",
-        [],
-        |r| r.get(0),
-    )?;
+    let has_outbox: bool =
+        conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = '_moat_outbox'", [], |r| r.get(0))?;
     Ok(has_outbox.then_some(conn))
 }

@@ -138,7 +138,10 @@ pub fn subscriptions(contracts: &[(&str, &Contract, &Grants)]) -> Result<Vec<Sub
                     .then_some((*name, *c))
             });
             let Some((publisher, publisher_contract)) = publisher else {
-                tracing::debug!(subscriber, "{subscriber} handles {topic} events, but no loaded component publishes them");
+                tracing::debug!(
+                    subscriber,
+                    "{subscriber} handles {topic} events, but no loaded component publishes them"
+                );
                 continue;
             };
             match check_handler(export, publisher_contract, topic) {
@@ -194,10 +197,8 @@ pub(crate) fn append(conn: &Connection, topic: &str, event: &Val) -> rusqlite::R
         _ => "event",
     };
     let payload = crate::values::to_wave(event);
-    conn.prepare_cached(
-        "INSERT INTO _moat_outbox (topic, event, payload, published_us) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(rusqlite::params![topic, case, payload, now_us()])?;
+    conn.prepare_cached("INSERT INTO _moat_outbox (topic, event, payload, published_us) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(rusqlite::params![topic, case, payload, now_us()])?;
     Ok(())
 }
 
@@ -237,15 +238,9 @@ impl Signal {
 }
 
 pub(crate) fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -69,7 +69,8 @@ impl RemoteComponent {
         if let Some(error) = reply.headers.as_ref().and_then(|h| h.get("Moat-Error")) {
             bail!("{}", error.as_str());
         }
-        codec::decode_all(results, &reply.payload).with_context(|| format!("reading the results of `{component}`.{func}"))
+        codec::decode_all(results, &reply.payload)
+            .with_context(|| format!("reading the results of `{component}`.{func}"))
     }
 }
 
@@ -122,7 +123,12 @@ pub(super) async fn serve(nats: Arc<Nats>, component: Arc<Component>, mut stop: 
 /// Runs one request against the component; the encoded results.
 fn answer(component: &Component, request: &async_nats::Message) -> Result<Vec<u8>> {
     let header = |name: &str| -> Result<String> {
-        request.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_string()).with_context(|| format!("a call without {name}"))
+        request
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+            .with_context(|| format!("a call without {name}"))
     };
     let import = InterfaceId::parse(&header("Moat-Import")?);
     let func = header("Moat-Function")?;
@@ -133,7 +139,9 @@ fn answer(component: &Component, request: &async_nats::Message) -> Result<Vec<u8
         .iter()
         .find(|e| e.id.serves(&import))
         .with_context(|| format!("`{}` does not export {import}", component.name()))?;
-    let f = export.func(&func).with_context(|| format!("`{}` has no function `{func}` in {}", component.name(), export.name))?;
+    let f = export
+        .func(&func)
+        .with_context(|| format!("`{}` has no function `{func}` in {}", component.name(), export.name))?;
     let types: Vec<Type> = f.ty.params().map(|(_, t)| t).collect();
     let params = codec::decode_all(&types, &request.payload).context("reading the arguments")?;
     let results = component.call_import(&import, &func, &params)?;

@@ -104,7 +104,9 @@ pub fn decode(ty: &Type, input: &mut &[u8]) -> Result<Val> {
         Type::S64 => Val::S64(unzigzag(read_varint(input)?)),
         Type::Float32 => Val::Float32(f32::from_le_bytes(take(input, 4)?.try_into()?)),
         Type::Float64 => Val::Float64(f64::from_le_bytes(take(input, 8)?.try_into()?)),
-        Type::Char => Val::Char(char::from_u32(u32::try_from(read_varint(input)?)?).ok_or_else(|| anyhow!("not a char"))?),
+        Type::Char => {
+            Val::Char(char::from_u32(u32::try_from(read_varint(input)?)?).ok_or_else(|| anyhow!("not a char"))?)
+        }
         Type::String => Val::String(read_string(input)?),
         Type::List(l) => {
             let n = read_varint(input)?;
@@ -116,9 +118,9 @@ pub fn decode(ty: &Type, input: &mut &[u8]) -> Result<Val> {
             let elem = l.ty();
             (0..n).map(|_| decode(&elem, input)).collect::<Result<_>>().map(Val::List)?
         }
-        Type::Record(r) => Val::Record(
-            r.fields().map(|f| Ok((f.name.to_string(), decode(&f.ty, input)?))).collect::<Result<_>>()?,
-        ),
+        Type::Record(r) => {
+            Val::Record(r.fields().map(|f| Ok((f.name.to_string(), decode(&f.ty, input)?))).collect::<Result<_>>()?)
+        }
         Type::Tuple(t) => Val::Tuple(t.types().map(|ty| decode(&ty, input)).collect::<Result<_>>()?),
         Type::Variant(v) => {
             let name = read_string(input)?;

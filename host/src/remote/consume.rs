@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use rusqlite::OptionalExtension;
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
+use rusqlite::OptionalExtension;
 use tokio::sync::watch;
 
 use super::relay::subject;
@@ -68,9 +68,10 @@ impl Consumer {
     /// The stream sequence of the last message applied, as recorded.
     fn recorded_position(&self) -> Result<u64> {
         let key = self.position_key();
-        let position: Option<i64> = self.delivery.subscriber.with_db(|c| {
-            c.query_row("SELECT value FROM _moat_meta WHERE key = ?1", [&key], |r| r.get(0)).optional()
-        })?;
+        let position: Option<i64> = self
+            .delivery
+            .subscriber
+            .with_db(|c| c.query_row("SELECT value FROM _moat_meta WHERE key = ?1", [&key], |r| r.get(0)).optional())?;
         Ok(position.unwrap_or(0).max(0) as u64)
     }
 
@@ -118,12 +119,16 @@ pub(super) async fn run(nats: Arc<Nats>, consumer: Arc<Consumer>, mut stop: watc
             r = consume(&nats, &consumer) => r,
             _ = stop.changed() => return,
         };
-        if let Err(e) = outcome {
-            if !failing {
-                let sub = &consumer.delivery.sub;
-                tracing::warn!(subscriber = sub.subscriber, publisher = sub.publisher, "consuming events from JetStream failed, retrying: {e:#}");
-                failing = true;
-            }
+        if let Err(e) = outcome
+            && !failing
+        {
+            let sub = &consumer.delivery.sub;
+            tracing::warn!(
+                subscriber = sub.subscriber,
+                publisher = sub.publisher,
+                "consuming events from JetStream failed, retrying: {e:#}"
+            );
+            failing = true;
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -157,7 +162,11 @@ async fn consume(nats: &Nats, consumer: &Arc<Consumer>) -> Result<()> {
     let mut gapped = false;
     let mut gapped_since: Option<std::time::Instant> = None;
     loop {
-        let room = if gapped { (batch_size * 50).saturating_sub(pending.len()) } else { batch_size.saturating_sub(pending.len()) };
+        let room = if gapped {
+            (batch_size * 50).saturating_sub(pending.len())
+        } else {
+            batch_size.saturating_sub(pending.len())
+        };
         if room > 0 {
             let wait = if pending.is_empty() || gapped { Duration::from_millis(500) } else { Duration::from_millis(5) };
             let mut messages = pull
@@ -203,7 +212,9 @@ async fn consume(nats: &Nats, consumer: &Arc<Consumer>) -> Result<()> {
         if gapped {
             let since = *gapped_since.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() > Duration::from_secs(2) {
-                return Err(anyhow!("the event after #{expected} has not arrived; reading the stream again from the recorded position"));
+                return Err(anyhow!(
+                    "the event after #{expected} has not arrived; reading the stream again from the recorded position"
+                ));
             }
         } else {
             gapped_since = None;

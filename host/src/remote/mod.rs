@@ -82,16 +82,17 @@ impl Nats {
             .build()?;
         let url = settings.url.clone();
         let host = settings.host.clone();
-        let client = runtime.block_on(async {
-            async_nats::ConnectOptions::new()
-                .name(format!("moat host {host}"))
-                .retry_on_initial_connect()
-                .connection_timeout(Duration::from_secs(2))
-                .event_callback(|event| async move { tracing::info!("nats: {event}") })
-                .connect(&url)
-                .await
-        })
-        .with_context(|| format!("connecting to NATS at {url}"))?;
+        let client = runtime
+            .block_on(async {
+                async_nats::ConnectOptions::new()
+                    .name(format!("moat host {host}"))
+                    .retry_on_initial_connect()
+                    .connection_timeout(Duration::from_secs(2))
+                    .event_callback(|event| async move { tracing::info!("nats: {event}") })
+                    .connect(&url)
+                    .await
+            })
+            .with_context(|| format!("connecting to NATS at {url}"))?;
         let js = {
             let _inside = runtime.enter();
             jetstream::new(client.clone())
@@ -108,7 +109,8 @@ impl Nats {
             consumers: Mutex::default(),
         });
         // Best effort now; every task makes sure again before it works.
-        let ensured = nats.run(|n| async move { tokio::time::timeout(Duration::from_secs(2), n.ensure_stream()).await });
+        let ensured =
+            nats.run(|n| async move { tokio::time::timeout(Duration::from_secs(2), n.ensure_stream()).await });
         if !matches!(ensured, Ok(Ok(()))) {
             tracing::warn!("NATS at {} does not answer yet; events and calls across hosts wait for it", settings.url);
         }
@@ -146,7 +148,14 @@ impl Nats {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert((publisher.name().to_string(), topic.clone()), progress.clone());
-                let task = relay::run(self.clone(), publisher.clone(), topic, progress, wiring.signal.clone(), self.stop.subscribe());
+                let task = relay::run(
+                    self.clone(),
+                    publisher.clone(),
+                    topic,
+                    progress,
+                    wiring.signal.clone(),
+                    self.stop.subscribe(),
+                );
                 tasks.push(self.runtime.spawn(task));
             }
         }
@@ -167,7 +176,8 @@ impl Nats {
     /// Waits until every local event is in JetStream (or `limit` passes):
     /// what a one-shot command does before it exits.
     pub fn flush_relays(self: &Arc<Self>, limit: Duration) -> bool {
-        let relays: Vec<Arc<relay::Progress>> = self.relays.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let relays: Vec<Arc<relay::Progress>> =
+            self.relays.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         let start = std::time::Instant::now();
         loop {
             if relays.iter().all(|r| r.caught_up()) {
@@ -203,7 +213,12 @@ impl Nats {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|((publisher, topic), p)| RelayStatus { publisher: publisher.clone(), topic: topic.clone(), relayed: p.relayed(), head: p.head() })
+            .map(|((publisher, topic), p)| RelayStatus {
+                publisher: publisher.clone(),
+                topic: topic.clone(),
+                relayed: p.relayed(),
+                head: p.head(),
+            })
             .collect();
         let consumers: Vec<Arc<consume::Consumer>> = self.consumers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (stream, peers, consumers) = self.run(move |n| async move {
@@ -218,10 +233,20 @@ impl Nats {
                 })
             };
             let stream = tokio::time::timeout(Duration::from_secs(2), stream).await.ok().flatten();
-            let peers = tokio::time::timeout(Duration::from_secs(2), peers::list(&n)).await.ok().and_then(Result::ok).unwrap_or_default();
+            let peers = tokio::time::timeout(Duration::from_secs(2), peers::list(&n))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
             let mut out = Vec::new();
             for c in &consumers {
-                out.push(tokio::time::timeout(Duration::from_secs(2), c.status(&n)).await.ok().flatten().unwrap_or_else(|| c.offline_status()));
+                out.push(
+                    tokio::time::timeout(Duration::from_secs(2), c.status(&n))
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| c.offline_status()),
+                );
             }
             (stream, peers, out)
         });

@@ -106,10 +106,10 @@ pub async fn list(nats: &Nats) -> Result<Vec<Peer>> {
     }
     let mut peers = Vec::new();
     for subject in subjects {
-        if let Ok(message) = peers_stream.get_last_raw_message_by_subject(&subject).await {
-            if let Ok(peer) = serde_json::from_slice::<Peer>(&message.payload) {
-                peers.push(peer);
-            }
+        if let Ok(message) = peers_stream.get_last_raw_message_by_subject(&subject).await
+            && let Ok(peer) = serde_json::from_slice::<Peer>(&message.payload)
+        {
+            peers.push(peer);
         }
     }
     peers.sort_by(|a, b| a.component.cmp(&b.component));
@@ -119,7 +119,8 @@ pub async fn list(nats: &Nats) -> Result<Vec<Peer>> {
 /// The build a peer announced for `component`, if any: its SHA-256 and bytes.
 pub async fn build_of(nats: &Nats, component: &str) -> Result<Option<(String, Vec<u8>)>> {
     let peers_stream = last_per_subject(nats, PEERS, "moat.peers.>").await?;
-    let Ok(message) = peers_stream.get_last_raw_message_by_subject(&format!("moat.peers.{}", token(component))).await else {
+    let Ok(message) = peers_stream.get_last_raw_message_by_subject(&format!("moat.peers.{}", token(component))).await
+    else {
         return Ok(None);
     };
     let peer: Peer = serde_json::from_slice(&message.payload)?;

@@ -83,7 +83,11 @@ pub(super) async fn run(
             Ok(_) => {}
             Err(e) => {
                 if !failing {
-                    tracing::warn!(publisher = publisher.name(), topic, "relaying events to JetStream failed, retrying: {e:#}");
+                    tracing::warn!(
+                        publisher = publisher.name(),
+                        topic,
+                        "relaying events to JetStream failed, retrying: {e:#}"
+                    );
                     failing = true;
                 }
                 tokio::select! {
@@ -123,7 +127,10 @@ impl Relay {
                 let key = format!("relayed:{}", self.topic);
                 let p = publisher.clone();
                 let r = tokio::task::spawn_blocking(move || {
-                    p.with_db(|c| c.query_row("SELECT value FROM _moat_meta WHERE key = ?1", [&key], |r| r.get::<_, i64>(0)).optional())
+                    p.with_db(|c| {
+                        c.query_row("SELECT value FROM _moat_meta WHERE key = ?1", [&key], |r| r.get::<_, i64>(0))
+                            .optional()
+                    })
                 })
                 .await??
                 .unwrap_or(0);
@@ -134,12 +141,16 @@ impl Relay {
         };
         if self.reader.is_none() {
             self.reader = Some(
-                Connection::open_with_flags(&self.db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                    .with_context(|| format!("opening {}", self.db.display()))?,
+                Connection::open_with_flags(
+                    &self.db,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .with_context(|| format!("opening {}", self.db.display()))?,
             );
         }
         let reader = self.reader.as_ref().expect("opened above");
-        let head: Option<i64> = reader.query_row("SELECT max(seq) FROM _moat_outbox WHERE topic = ?1", [&self.topic], |r| r.get(0))?;
+        let head: Option<i64> =
+            reader.query_row("SELECT max(seq) FROM _moat_outbox WHERE topic = ?1", [&self.topic], |r| r.get(0))?;
         progress.head.store(head.unwrap_or(0).max(relayed), Ordering::Relaxed);
         let rows: Vec<(i64, String, String, i64)> = reader
             .prepare_cached(

@@ -19,6 +19,10 @@ bindings::export!(Forger with_types_in bindings);
 
 impl bindings::exports::test::forger::run::Guest for Forger {
     fn forge() {
-        publish(&ProductEvent::PriceUpdated(PriceUpdate { product_id: "PROD001".into(), old_price: 2599, new_price: 1 }));
+        publish(&ProductEvent::PriceUpdated(PriceUpdate {
+            product_id: "PROD001".into(),
+            old_price: 2599,
+            new_price: 1,
+        }));
     }
 }

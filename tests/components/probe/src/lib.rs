@@ -122,4 +122,3 @@ fn text(v: Value) -> String {
         Value::Blob(b) => format!("blob({} bytes)", b.len()),
     }
 }
-

@@ -47,7 +47,9 @@ impl handler::Guest for Tally {
 
 impl counts::Guest for Tally {
     fn totals() -> (u64, u64) {
-        let row = sql::query_one("SELECT coalesce(sum(n), 0), count(*) FROM notes", &[]).expect("reading the tally").expect("one row");
+        let row = sql::query_one("SELECT coalesce(sum(n), 0), count(*) FROM notes", &[])
+            .expect("reading the tally")
+            .expect("one row");
         (row.uint(0), row.uint(1))
     }
 }
