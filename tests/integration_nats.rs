@@ -287,11 +287,10 @@ fn with_nats_down_cross_host_calls_fail_clearly_and_nothing_is_lost_or_doubled()
         .query_row("SELECT price FROM product_replica WHERE product_id = 'PROD001'", [], |r| r.get(0))
         .unwrap();
     assert_eq!(replica, price, "b's replica did not converge");
-    let stored = count(&cluster.db("b", "order"), "orders");
-    assert!(stored >= placed.len() as i64);
+    checks::acknowledged_orders_exist(&cluster.db("b", "order"), &placed);
     // Every product event was applied on b exactly once, in order.
-    let published = count(&cluster.db("a", "product"), "_moat_outbox");
-    assert_eq!(count(&cluster.db("b", "listener"), "seen"), published, "events applied on b vs published on a");
+    let published =
+        checks::every_event_applied_once_in_order(&cluster.db("a", "product"), &cluster.db("b", "listener"));
     // With NATS back, calls across hosts work again.
     assert!(call(&b, "product", r#"get-product("PROD001")"#).starts_with("some("));
     println!(
@@ -367,73 +366,24 @@ fn killing_either_host_under_load_loses_nothing_and_applies_nothing_twice() {
     cluster.drained(&a, &b);
     cluster.drained(&a, &b);
 
-    let product = cluster.db("a", "product");
-    let order = cluster.db("b", "order");
-    let stored: Vec<String> = order
-        .prepare("SELECT order_id FROM orders")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    for o in &acked_orders {
-        assert!(stored.contains(o), "acknowledged order {o} was lost");
-    }
+    let (product, order, listener) =
+        (cluster.db("a", "product"), cluster.db("b", "order"), cluster.db("b", "listener"));
+    checks::acknowledged_orders_exist(&order, &acked_orders);
     for (p, price) in &acked_prices {
         let now: i64 = product
             .query_row("SELECT price FROM products WHERE product_id = ?1", [format!("P{p}")], |r| r.get(0))
             .unwrap();
         assert!(now as u64 >= *price, "P{p}: acknowledged {price}, stored {now}");
     }
-    let truth: Vec<(String, i64)> = product
-        .prepare("SELECT product_id, price FROM products ORDER BY 1")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let replica: Vec<(String, i64)> = order
-        .prepare("SELECT product_id, price FROM product_replica ORDER BY 1")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(replica, truth, "the replica on b is not product's truth on a");
-    // Exactly once: every product event applied once on b, in order.
-    let published: Vec<String> = product
-        .prepare("SELECT event, payload FROM _moat_outbox ORDER BY seq")
-        .unwrap()
-        .query_map([], |r| {
-            Ok(format!("{} {}", r.get::<_, String>(0)?, r.get::<_, String>(1)?.split('"').nth(1).unwrap_or_default()))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let applied: Vec<String> = cluster
-        .db("b", "listener")
-        .prepare("SELECT event FROM seen ORDER BY n")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(applied.len(), published.len(), "applied on b vs published on a");
-    assert_eq!(applied, published);
-    // Every submission answered once; stock never doubled or lost.
-    assert_eq!(
-        order.query_row("SELECT count(*) FROM orders WHERE status = 'submitted'", [], |r| r.get::<_, i64>(0)).unwrap(),
-        0
-    );
-    let on_hand: i64 = product.query_row("SELECT sum(stock) FROM products", [], |r| r.get(0)).unwrap();
-    let held: i64 = order
-        .query_row("SELECT coalesce(sum(i.quantity), 0) FROM order_items i JOIN orders o USING (order_id) WHERE o.status = 'confirmed'", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(on_hand + held, 90, "stock on hand {on_hand} + held by confirmed orders {held}");
+    checks::replica_is_truth(&product, &order);
+    checks::pending_items_follow_the_replica(&order);
+    checks::every_submission_answered(&order);
+    checks::stock_adds_up(&product, &order, 90);
+    let published = checks::every_event_applied_once_in_order(&product, &listener);
     println!(
         "host kills: {kills} hosts SIGKILLed in 12 rounds; {} orders and {} price changes acknowledged; {} product events applied once on the other host; 0 lost, 0 duplicated",
         acked_orders.len(),
         acked_prices.len(),
-        published.len()
+        published
     );
 }

@@ -32,19 +32,6 @@ fn drained(host: &Host) {
     }
 }
 
-/// Product's truth and order's replica of it agree.
-fn replica_matches(app: &TestApp) {
-    let truth = app
-        .db("product")
-        .prepare("SELECT product_id, name, price FROM products ORDER BY 1")
-        .unwrap()
-        .query_map([], |r| Ok(format!("{}|{}|{}", r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect::<Vec<_>>();
-    assert_eq!(dump(&app.db("order"), "product_replica").iter().map(|r| r.replace('"', "")).collect::<Vec<_>>(), truth);
-}
-
 #[test]
 fn swapping_product_under_load_fails_no_call_and_loses_no_event() {
     let app = TestApp::shop();
@@ -118,7 +105,7 @@ fn swapping_product_under_load_fails_no_call_and_loses_no_event() {
     // No event was lost: order's replica converged on product's truth, and
     // every placed order is there.
     drained(&host);
-    replica_matches(&app);
+    checks::replica_is_truth(&app.db("product"), &app.db("order"));
     let placed = placed.lock().unwrap();
     assert_eq!(count(&app.db("order"), "orders"), placed.len() as i64);
     println!("swap under load: {} calls, 0 failed, swap at call {at_swap}: {report:?}", THREADS * CALLS);
@@ -268,17 +255,7 @@ fn sigterm_under_load_then_restart_loses_nothing_committed() {
     let host = app.up();
     drained(&host);
     let (orders, prices) = acked.lock().unwrap().clone();
-    let stored: Vec<String> = app
-        .db("order")
-        .prepare("SELECT order_id FROM orders")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    for o in &orders {
-        assert!(stored.contains(o), "acknowledged order {o} was lost");
-    }
+    checks::acknowledged_orders_exist(&app.db("order"), &orders);
     for (p, price) in &prices {
         let now: i64 = app
             .db("product")
@@ -287,9 +264,8 @@ fn sigterm_under_load_then_restart_loses_nothing_committed() {
         // A later change may have committed as the host stopped, unacknowledged.
         assert!(now as usize >= *price, "P{p}: acknowledged price {price}, stored {now}");
     }
-    replica_matches(&app);
-    let published = count(&app.db("product"), "_moat_outbox");
-    assert_eq!(count(&app.db("listener"), "seen"), published, "product events applied by the listener vs published");
+    checks::replica_is_truth(&app.db("product"), &app.db("order"));
+    let published = checks::every_event_applied_once_in_order(&app.db("product"), &app.db("listener"));
     println!(
         "sigterm: {} orders and {} price changes acknowledged before SIGTERM; none lost, {published} events applied once",
         orders.len(),

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test module uses a different subset")]
 
+pub mod checks;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
