@@ -207,7 +207,7 @@ fn sigterm_under_load_then_restart_loses_nothing_committed() {
     let host = app.up();
     seed(&host, 3);
 
-    let acked = Arc::new(Mutex::new((Vec::new(), BTreeMap::new())));
+    let acked = Arc::new(Mutex::new((Vec::new(), BTreeMap::new(), 0)));
     let workers: Vec<_> = (0..3)
         .map(|t| {
             let (client, acked) = (host.client.clone(), acked.clone());
@@ -236,6 +236,7 @@ fn sigterm_under_load_then_restart_loses_nothing_committed() {
                                 acked.0.push(format!("S{t}-{i}"));
                             } else {
                                 acked.1.insert(p, price);
+                                acked.2 += 1;
                             }
                         }
                         _ => return, // the host is going away
@@ -254,7 +255,7 @@ fn sigterm_under_load_then_restart_loses_nothing_committed() {
 
     let host = app.up();
     drained(&host);
-    let (orders, prices) = acked.lock().unwrap().clone();
+    let (orders, prices, price_changes) = acked.lock().unwrap().clone();
     checks::acknowledged_orders_exist(&app.db("order"), &orders);
     for (p, price) in &prices {
         let now: i64 = app
@@ -269,7 +270,7 @@ fn sigterm_under_load_then_restart_loses_nothing_committed() {
     println!(
         "sigterm: {} orders and {} price changes acknowledged before SIGTERM; none lost, {published} events applied once",
         orders.len(),
-        prices.len()
+        price_changes
     );
 }
 
