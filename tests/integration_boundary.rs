@@ -191,3 +191,17 @@ fn strict_components_may_not_import_wasi_beyond_io_and_cli() {
     assert!(err.contains("refused because the component is `strict`"), "{err}");
     assert!(err.contains("wasi:sockets/"), "{err}");
 }
+
+#[test]
+fn too_many_events_in_one_unit_of_work_end_the_call_and_publish_nothing() {
+    let app = TestApp::with_manifest(&format!(
+        "[components.probe]\npath = {:?}\nlimits.events_per_call = 5\n",
+        guest("probe")
+    ));
+    let open = app.open();
+    call(&open, "probe", r#"publish("fits", 5)"#).unwrap();
+    let err = format!("{:#}", call(&open, "probe", r#"publish("too many", 6)"#).unwrap_err());
+    assert!(err.contains("it published more than 5 events in one unit of work (limits.events_per_call)"), "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    assert_eq!(count(&app.db("probe"), "_moat_outbox"), 5);
+}

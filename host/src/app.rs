@@ -375,7 +375,9 @@ impl App {
             // A healthy NATS takes milliseconds; an absent one should not hold
             // a command for long: the outbox keeps the events for later.
             if !nats.flush_relays(limit.min(Duration::from_secs(5))) {
-                tracing::warn!("NATS has not taken this host's latest events yet; they wait in the outbox and are relayed when it answers");
+                tracing::warn!(
+                    "NATS has not taken this host's latest events yet; they wait in the outbox and are relayed when it answers"
+                );
                 settled.complete = false;
             }
         }

@@ -23,7 +23,7 @@ use futures::StreamExt;
 use rusqlite::OptionalExtension;
 use tokio::sync::watch;
 
-use super::relay::subject;
+use super::relay::subjects;
 use super::{ConsumerStatus, Nats, STREAM};
 use crate::events::OutboxEvent;
 use crate::events::delivery::{Delivery, Step};
@@ -51,7 +51,7 @@ impl Consumer {
         };
         pull::Config {
             durable_name: Some(self.durable.clone()),
-            filter_subject: subject(&self.delivery.sub.publisher, &self.delivery.sub.topic),
+            filter_subject: subjects(&self.delivery.sub.publisher, &self.delivery.sub.topic),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             deliver_policy,
             ack_wait: Duration::from_secs(10),

@@ -5,7 +5,7 @@
 //!
 //! - **Events** ([`relay`], [`consume`]). Each host relays its publishers'
 //!   outboxes to the stream `MOAT_EVENTS`, subject
-//!   `moat.events.<publisher>.<topic>`, message id `<publisher>/<topic>/<seq>`
+//!   `moat.events.<publisher>.<topic>.<case>`, message id `<publisher>/<topic>/<seq>`
 //!   so JetStream drops a resend; an outbox row counts as relayed only once
 //!   JetStream acknowledged it. A subscriber on another host reads through a
 //!   durable pull consumer with explicit acks and applies with the same

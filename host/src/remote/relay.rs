@@ -1,4 +1,5 @@
-//! Relaying one local publisher's outbox (one topic) to JetStream.
+//! Relaying one local publisher's outbox (one topic) to JetStream, a
+//! subject per event type: `moat.events.<publisher>.<topic>.<case>`.
 //!
 //! Rows go out in sequence order, a window at a time; the position
 //! (`_moat_meta` key `relayed:<topic>`, in the publisher's own database)
@@ -45,9 +46,10 @@ impl Progress {
     }
 }
 
-/// The subject of a publisher's events on a topic.
-pub fn subject(publisher: &str, topic: &str) -> String {
-    format!("moat.events.{}.{}", token(publisher), token(topic))
+/// The subjects of a publisher's events on a topic: one per event type
+/// (variant case), `moat.events.<publisher>.<topic>.<case>`.
+pub fn subjects(publisher: &str, topic: &str) -> String {
+    format!("moat.events.{}.{}.>", token(publisher), token(topic))
 }
 
 pub(super) async fn run(
@@ -101,7 +103,8 @@ pub(super) async fn run(
 
 struct Relay {
     topic: String,
-    subject: String,
+    /// `moat.events.<publisher>.<topic>.`, before the case.
+    subject_prefix: String,
     db: PathBuf,
     reader: Option<Connection>,
     /// The last sequence JetStream acknowledged, once read.
@@ -112,7 +115,7 @@ impl Relay {
     fn open(publisher: &Component, topic: &str) -> Result<Relay> {
         Ok(Relay {
             topic: topic.to_string(),
-            subject: subject(publisher.name(), topic),
+            subject_prefix: format!("moat.events.{}.{}.", token(publisher.name()), token(topic)),
             db: publisher.db_path().to_path_buf(),
             reader: None,
             relayed: None,
@@ -171,7 +174,11 @@ impl Relay {
             headers.insert("Moat-Published-Us", published_us.to_string().as_str());
             let ack = nats
                 .js
-                .publish_with_headers(self.subject.clone(), headers, payload.clone().into())
+                .publish_with_headers(
+                    format!("{}{}", self.subject_prefix, token(event)),
+                    headers,
+                    payload.clone().into(),
+                )
                 .await
                 .map_err(|e| anyhow!("publishing to JetStream: {e}"))?;
             acks.push(ack);
