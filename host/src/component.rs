@@ -434,10 +434,18 @@ impl Component {
     }
 
     fn lock(&self) -> MutexGuard<'_, Slot> {
-        // A panic while holding the lock is a host bug; the slot itself is
-        // still consistent (a unit of work is rolled back by SQLite when its
-        // connection sees the next BEGIN fail), so keep serving.
-        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+        self.slot.lock().unwrap_or_else(|poisoned| {
+            // A panic while holding the component is a host bug. Undo the
+            // unit of work it may have left open, replace the instance, and
+            // keep serving.
+            let mut slot = poisoned.into_inner();
+            if let Some(live) = slot.live.as_mut() {
+                live.store.data_mut().db.rollback();
+            }
+            slot.broken = true;
+            self.slot.clear_poison();
+            slot
+        })
     }
 
     fn host_error(&self, export: &str, func: &str, source: anyhow::Error) -> CallError {
