@@ -74,7 +74,8 @@ pub struct Version {
 /// A component's counters, for `moat status`.
 #[derive(Default)]
 pub struct Stats {
-    /// Calls run (including forwarded ones and event deliveries are not counted).
+    /// Calls run: from the CLI, the control API and other components (event
+    /// deliveries are counted per subscription, in the dispatcher).
     pub calls: AtomicU64,
     /// Calls that trapped or could not commit.
     pub failures: AtomicU64,
