@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use rusqlite::Connection;
+use wasmtime::component::types::Type;
 use wasmtime::component::{Func, Instance, InstancePre, ResourceTable, Val};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -328,39 +329,19 @@ impl Component {
         let mut trapped = false;
         let mut published = false;
         for event in batch {
-            let value = match wasm_wave::from_str::<Val>(&ty, &event.payload) {
-                Ok(v) => v,
-                Err(e) => {
-                    handled.failed = Some((event.seq, format!("the event does not fit the handler's type: {e}")));
-                    break;
-                }
-            };
             live.store.data_mut().db.savepoint()?;
-            match live.run(handler, "handle", &[value], &self.spec.limits) {
-                Ok(results) if !returned_err(&results) => {
+            match live.handle(handler, &ty, &event.payload, &self.spec.limits) {
+                Ok(()) => {
                     let state = live.store.data_mut();
                     state.db.release()?;
                     published |= state.published > 0;
                     handled.applied += 1;
                     handled.through = Some(event.seq);
                 }
-                outcome => {
+                Err(rejected) => {
                     live.store.data_mut().db.rollback_to_savepoint()?;
-                    let why = match outcome {
-                        Ok(results) => match results.first() {
-                            Some(Val::Result(Err(Some(e)))) => match &**e {
-                                Val::String(s) => s.clone(),
-                                other => crate::values::to_wave(other),
-                            },
-                            _ => "the handler returned err".to_string(),
-                        },
-                        Err(Failure::Trapped(reason)) => {
-                            trapped = true;
-                            reason
-                        }
-                        Err(Failure::Missing) => format!("`{handler}` has no `handle` function"),
-                    };
-                    handled.failed = Some((event.seq, why));
+                    trapped = rejected.trapped;
+                    handled.failed = Some((event.seq, rejected.why));
                     break;
                 }
             }
@@ -404,16 +385,10 @@ impl Component {
         let mut slot = self.lock();
         let version = slot.version.clone();
         let (handler, ty) = handler_for(&version.contract, topic)?;
-        let handler = handler.as_str();
-        let value = match wasm_wave::from_str::<Val>(&ty, payload) {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(format!("the event does not fit the handler's type: {e}"))),
-        };
         let live = slot.live(&self.engine, &self.name, &self.spec.limits)?;
-        let outcome = live.run(handler, "handle", &[value], &self.spec.limits);
-        let state = live.store.data_mut();
-        let result = match outcome {
-            Ok(results) if !returned_err(&results) => {
+        let result = match live.handle(&handler, &ty, payload, &self.spec.limits) {
+            Ok(()) => {
+                let state = live.store.data_mut();
                 state.db.host(|c| c.execute("DELETE FROM _moat_dead_letter WHERE id = ?1", [id]))?;
                 state.db.commit()?;
                 if state.published > 0 {
@@ -421,12 +396,10 @@ impl Component {
                 }
                 return Ok(Ok(()));
             }
-            Ok(results) => Err(results.first().map(crate::values::to_wave).unwrap_or_default()),
-            Err(Failure::Trapped(reason)) => {
-                slot.broken = true;
-                Err(reason)
+            Err(rejected) => {
+                slot.broken |= rejected.trapped;
+                Err(rejected.why)
             }
-            Err(Failure::Missing) => Err(format!("`{handler}` has no `handle` function")),
         };
         if let Some(live) = slot.live.as_mut() {
             live.store.data_mut().db.rollback();
@@ -499,7 +472,34 @@ impl Failure {
     }
 }
 
+/// Why an event did not take effect.
+struct Rejected {
+    why: String,
+    /// The handler trapped: its instance must be replaced.
+    trapped: bool,
+}
+
 impl Live {
+    /// Handles one event within the open unit of work: reads its WAVE with
+    /// the handler's type and runs `handle`. Does not commit or roll back.
+    fn handle(&mut self, handler: &str, ty: &Type, payload: &str, limits: &Limits) -> Result<(), Rejected> {
+        let value = wasm_wave::from_str::<Val>(ty, payload)
+            .map_err(|e| Rejected { why: format!("the event does not fit the handler's type: {e}"), trapped: false })?;
+        let why = match self.run(handler, "handle", &[value], limits) {
+            Ok(results) if !returned_err(&results) => return Ok(()),
+            Ok(results) => match results.first() {
+                Some(Val::Result(Err(Some(e)))) => match &**e {
+                    Val::String(s) => s.clone(),
+                    other => crate::values::to_wave(other),
+                },
+                _ => "the handler returned err".to_string(),
+            },
+            Err(Failure::Trapped(reason)) => return Err(Rejected { why: reason, trapped: true }),
+            Err(Failure::Missing) => format!("`{handler}` has no `handle` function"),
+        };
+        Err(Rejected { why, trapped: false })
+    }
+
     /// Calls one exported function within the open unit of work. Does not
     /// commit or roll back: the caller decides.
     fn run(&mut self, export: &str, func: &str, params: &[Val], limits: &Limits) -> Result<Vec<Val>, Failure> {
@@ -632,7 +632,7 @@ fn migrate(live: &mut Live, name: &str, version: &Version, limits: &Limits) -> R
 }
 
 /// The handler export of `topic`'s events, and the event type it takes.
-fn handler_for(contract: &Contract, topic: &str) -> Result<(String, wasmtime::component::types::Type)> {
+fn handler_for(contract: &Contract, topic: &str) -> Result<(String, Type)> {
     let handler = contract
         .export_like(topic, events::HANDLER)
         .with_context(|| format!("this version does not handle {topic} events"))?;
