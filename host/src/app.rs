@@ -465,7 +465,7 @@ fn listing(contract: &Contract) -> String {
 /// SHA-256 of a file, hex.
 fn file_digest(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(crate::engine::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)))
+    Ok(crate::engine::sha256(&bytes))
 }
 
 /// Where an app stands, for `moat status`.

@@ -87,7 +87,7 @@ impl Runtime {
     /// from), through the compile cache.
     pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Compiled> {
         check_is_component(path, bytes)?;
-        let digest = hex(&Sha256::digest(bytes));
+        let digest = sha256(bytes);
 
         let cached = self.cache_dir.as_ref().map(|dir| dir.join(format!("{digest}-{}.cwasm", self.engine_hash())));
         if let Some(file) = &cached
@@ -156,8 +156,9 @@ fn check_is_component(path: &Path, bytes: &[u8]) -> Result<()> {
     )
 }
 
-fn write_atomically(file: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = file.parent().context("cache file has no directory")?;
+/// Writes a file whole or not at all: to a temporary name, then renamed.
+pub(crate) fn write_atomically(file: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = file.parent().context("the file has no directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = file.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
@@ -165,6 +166,7 @@ fn write_atomically(file: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// SHA-256 of some bytes, hex: how builds are named everywhere.
+pub(crate) fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

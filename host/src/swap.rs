@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::{App, start_order};
 use crate::component::Version;
 use crate::contract::{self, Contract};
+use crate::engine::write_atomically;
 use crate::events::{self, Subscription};
 use crate::linker::{self, Grant, Grants};
 
@@ -141,9 +142,16 @@ impl App {
                 tracing::warn!(component = name, "the swap is live, but announcing it to other hosts failed: {e:#}");
             }
         }
-        if let Err(e) =
-            Deployments::record(self.data_dir(), name, &old.compiled.source, wasm, &self.manifest_digest(name)?)
-        {
+        let recorded = self.manifest_digest(name).and_then(|manifest| {
+            Deployments::record(
+                self.data_dir(),
+                name,
+                (&old.compiled.source, &old.compiled.digest),
+                (wasm, &to_sha256),
+                &manifest,
+            )
+        });
+        if let Err(e) = recorded {
             tracing::warn!(component = name, "the swap is live, but recording it for the next start failed: {e:#}");
         }
         Ok(SwapReport {
@@ -308,31 +316,31 @@ impl Deployments {
         (d.manifest_sha256 == manifest_sha256).then(|| data_dir.join(&d.wasm))
     }
 
-    fn record(data_dir: &Path, name: &str, previous: &Path, wasm: &Path, manifest_sha256: &str) -> Result<()> {
-        let keep = |path: &Path| -> Result<PathBuf> {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let digest = crate::engine::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    /// Records that `name` now runs `current` (a build's file and SHA-256)
+    /// in place of `previous`, keeping a copy of each under `builds/`.
+    fn record(
+        data_dir: &Path,
+        name: &str,
+        previous: (&Path, &str),
+        current: (&Path, &str),
+        manifest_sha256: &str,
+    ) -> Result<()> {
+        let keep = |(path, digest): (&Path, &str)| -> Result<PathBuf> {
             let relative = PathBuf::from("builds").join(format!("{digest}.wasm"));
             let target = data_dir.join(&relative);
             if !target.exists() {
-                std::fs::create_dir_all(data_dir.join("builds"))?;
-                let tmp = target.with_extension("tmp");
-                std::fs::write(&tmp, &bytes)?;
-                std::fs::rename(&tmp, &target)?;
+                let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                write_atomically(&target, &bytes)?;
             }
             Ok(relative)
         };
         let mut all = Deployments::load(data_dir)?;
         let deployed = Deployed {
-            wasm: keep(wasm)?,
+            wasm: keep(current)?,
             previous: Some(keep(previous)?),
             manifest_sha256: manifest_sha256.to_string(),
         };
         all.0.insert(name.to_string(), deployed);
-        let path = data_dir.join(Self::FILE);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, toml::to_string(&all)?)?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(())
+        write_atomically(&data_dir.join(Self::FILE), toml::to_string(&all)?.as_bytes())
     }
 }
