@@ -293,33 +293,9 @@ fn events(guests: &Path) -> Row {
     const CALLS: usize = 100;
     let (mut m, mut n) = (Vec::new(), Vec::new());
     for round in 0..3 {
-        let dir = tempfile::tempdir().unwrap();
-        let app = Arc::new(app(dir.path(), guests, &[("probe", "probe"), ("tally", "tally")], cache()));
-        let f = app.function("probe", "publish-numbered").unwrap();
-        let delivering = Delivering::start(&app);
-        let t = Instant::now();
-        for c in 0..CALLS {
-            app.call(&f, &[Val::String(format!("r{round}c{c}")), Val::U32(BATCH as u32)]).unwrap();
-        }
-        while !caught_up(&app) {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        m.push((BATCH * CALLS) as f64 / t.elapsed().as_secs_f64());
-        drop(delivering);
-        let totals = app.call_wave("tally", "totals()").unwrap();
-        assert_eq!(
-            moat::values::to_wave(&totals[0]),
-            format!("({}, {})", BATCH * CALLS, BATCH * CALLS),
-            "exactly once"
-        );
-
-        let mut pipeline = native::Pipeline::new(dir.path());
-        let t = Instant::now();
-        for c in 0..CALLS {
-            pipeline.publish(&format!("r{round}c{c}"), BATCH);
-        }
-        pipeline.drain(BATCH);
-        n.push((BATCH * CALLS) as f64 / t.elapsed().as_secs_f64());
+        let (moat, native) = events_in_one_process(guests, &format!("r{round}"), BATCH, CALLS);
+        m.push(moat);
+        n.push(native);
     }
     let (m, n) = (median(m), median(n));
     Row {
@@ -335,6 +311,36 @@ fn events(guests: &Path) -> Row {
         met: m >= 100_000.0 && m / n >= 0.5,
         note: String::new(),
     }
+}
+
+/// Publishes `calls` batches of `batch` events from the probe to the tally in
+/// one process (delivery on its own thread, as `moat up` does), checks that
+/// each took effect exactly once, then does the same natively. Returns the
+/// events per second of each.
+fn events_in_one_process(guests: &Path, prefix: &str, batch: usize, calls: usize) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Arc::new(app(dir.path(), guests, &[("probe", "probe"), ("tally", "tally")], cache()));
+    let f = app.function("probe", "publish-numbered").unwrap();
+    let delivering = Delivering::start(&app);
+    let t = Instant::now();
+    for c in 0..calls {
+        app.call(&f, &[Val::String(format!("{prefix}c{c}")), Val::U32(batch as u32)]).unwrap();
+    }
+    while !caught_up(&app) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let moat = (batch * calls) as f64 / t.elapsed().as_secs_f64();
+    drop(delivering);
+    let totals = app.call_wave("tally", "totals()").unwrap();
+    assert_eq!(moat::values::to_wave(&totals[0]), format!("({}, {})", batch * calls, batch * calls), "exactly once");
+
+    let mut pipeline = native::Pipeline::new(dir.path());
+    let t = Instant::now();
+    for c in 0..calls {
+        pipeline.publish(&format!("{prefix}c{c}"), batch);
+    }
+    pipeline.drain(batch);
+    (moat, (batch * calls) as f64 / t.elapsed().as_secs_f64())
 }
 
 fn event_latency(guests: &Path) -> Row {
@@ -708,26 +714,7 @@ fn events_across_hosts(guests: &Path) -> Row {
     let across = (BATCH * CALLS) as f64 / t.elapsed().as_secs_f64();
 
     // The same in one process, and natively, for the comparison.
-    let local_dir = tempfile::tempdir().unwrap();
-    let local = Arc::new(app(local_dir.path(), guests, &[("probe", "probe"), ("tally", "tally")], cache()));
-    let delivering = Delivering::start(&local);
-    let f = local.function("probe", "publish-numbered").unwrap();
-    let t = Instant::now();
-    for c in 0..CALLS {
-        local.call(&f, &[Val::String(format!("x{c}")), Val::U32(BATCH as u32)]).unwrap();
-    }
-    while !caught_up(&local) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let in_process = (BATCH * CALLS) as f64 / t.elapsed().as_secs_f64();
-    drop(delivering);
-    let mut pipeline = native::Pipeline::new(local_dir.path());
-    let t = Instant::now();
-    for c in 0..CALLS {
-        pipeline.publish(&format!("x{c}"), BATCH);
-    }
-    pipeline.drain(BATCH);
-    let native = (BATCH * CALLS) as f64 / t.elapsed().as_secs_f64();
+    let (in_process, native) = events_in_one_process(guests, "x", BATCH, CALLS);
     Row {
         name: "events across hosts",
         what,
