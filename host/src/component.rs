@@ -1,57 +1,61 @@
 //! One running component: its instance, its database, and the unit of work
-//! every call runs in.
+//! every call into it runs in.
 //!
-//! A component's instance and database sit behind one mutex, so its units of
-//! work run one at a time. That is SQLite's own model (one writer at a time),
-//! it keeps a unit of work's transaction on the one connection that owns it,
-//! and it lets a call run on the caller's thread with no hand-off. Calls
-//! between components lock callee after caller; the load refuses cycles, so
-//! two components never wait on each other.
+//! The instance and the database sit behind one lock, so a component's
+//! units of work run one at a time. That is SQLite's own model (one writer
+//! at a time), it keeps a unit of work's transaction on the one connection
+//! that owns it, and it lets a call run on the caller's thread with no
+//! hand-off. Calls between components lock callee after caller; the load
+//! refuses cycles, so two components never wait on each other. Waiting for
+//! the lock counts against the call's deadline.
+//!
+//! [`Component::unit`] is the one primitive: calls, event handlers, dead
+//! letter redrives, migrations and the host's bookkeeping all run through it.
+//! It commits what the unit did if it ends well and rolls it back otherwise;
+//! a trap replaces the instance before the next unit.
+//!
+//! What `moat status` reads ([`Serving`]) is kept apart from the lock, so
+//! a long call never makes status wait.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use rusqlite::Connection;
-use wasmtime::component::types::Type;
+use wasmtime::component::types::{ComponentFunc, Type};
 use wasmtime::component::{Func, Instance, InstancePre, ResourceTable, Val};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::contract::{Contract, InterfaceId};
+use crate::capability::Grants;
+use crate::capability::calls::Callee;
+use crate::capability::log::GuestLog;
+use crate::capability::publish::{Outbox, Signal};
+use crate::capability::schema::{Migrate, SchemaVersion};
+use crate::contract::{self, Contract, InterfaceId};
+use crate::db::Db;
+use crate::deadline::{Deadline, Overrun};
 use crate::engine::{Compiled, EPOCH_TICK};
-use crate::events::{self, OutboxEvent, Signal};
-use crate::linker::Grants;
-use crate::log::GuestLog;
+use crate::ledger::{self, OutboxEvent};
 use crate::manifest::{ComponentSpec, Limits};
-use crate::store::{Db, SchemaVersion};
 
-/// The data of one instance's Wasmtime store: what its imports reach.
+/// The data of one instance's Wasmtime store: each capability's slice.
 pub struct InstanceState {
+    /// `moat:platform/store`: the component's own database.
+    pub(crate) db: Db,
+    /// `moat:platform/log`, and stdout/stderr.
+    pub(crate) log: GuestLog,
+    /// `P/publish`: this unit of work's events.
+    pub(crate) outbox: Outbox,
+    /// When the running call must end (`None` between calls): WASI waits
+    /// and forwarded calls end by then.
+    pub(crate) deadline: Option<Deadline>,
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    /// The component's own database (`moat:platform/store`).
-    pub(crate) db: Db,
-    /// The component's log (`moat:platform/log`).
-    pub(crate) log: GuestLog,
-    /// Events published in the current unit of work, and the most allowed.
-    published: u32,
-    max_events: u32,
-}
-
-impl InstanceState {
-    /// `P/publish.publish(event)`: appends to the outbox, in the unit of work.
-    pub(crate) fn publish(&mut self, topic: &str, event: &Val) -> Result<()> {
-        self.published += 1;
-        if self.published > self.max_events {
-            bail!("it published more than {} events in one unit of work (limits.events_per_call)", self.max_events);
-        }
-        self.db.host(|c| events::append(c, topic, event))
-    }
 }
 
 impl WasiView for InstanceState {
@@ -70,16 +74,28 @@ pub struct Version {
     pub grants: Grants,
     /// Linked against this host: instantiating from here takes microseconds.
     pub pre: InstancePre<InstanceState>,
+    /// Its `moat:platform/schema.migrate`, if it keeps tables.
+    migrate: Option<Migrate>,
+}
+
+impl Version {
+    /// A build, linked.
+    pub fn new(compiled: Compiled, contract: Contract, grants: Grants, pre: InstancePre<InstanceState>) -> Version {
+        let migrate = Migrate::find(&pre);
+        Version { compiled, contract, grants, pre, migrate }
+    }
 }
 
 /// A component's counters, for `moat status`.
 #[derive(Default)]
 pub struct Stats {
     /// Calls run: from the CLI, the control API and other components (event
-    /// deliveries are counted per subscription, in the dispatcher).
+    /// deliveries are counted per subscription, by the dispatcher).
     pub calls: AtomicU64,
-    /// Calls that trapped or could not commit.
+    /// Calls that trapped, hit a limit or could not commit.
     pub failures: AtomicU64,
+    /// Instances replaced after a trap.
+    pub restarts: AtomicU64,
 }
 
 /// What `moat status` shows of a component.
@@ -99,33 +115,45 @@ pub struct ComponentStatus {
     pub uptime_secs: f64,
     /// Calls served since the host started.
     pub calls: u64,
-    /// Calls that failed (trapped or could not commit) since the host started.
+    /// Calls that failed (trapped, hit a limit or could not commit).
     pub failures: u64,
+    /// Instances replaced after a trap.
+    #[serde(default)]
+    pub restarts: u64,
 }
 
 /// Why a call failed. (A function that returns `err` has not failed: its
 /// result is returned, and its unit of work rolled back.)
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    /// The component trapped or hit a limit; its unit of work was rolled
-    /// back and its instance replaced.
+    /// The component trapped or hit a limit (`overrun`: its deadline); its
+    /// unit of work was rolled back and its instance replaced.
     #[error("component `{component}` failed in `{function}`: {reason}; its unit of work was rolled back")]
-    Trap { component: String, function: String, reason: String },
+    Trap { component: String, function: String, reason: String, overrun: bool },
+    /// The function is not one the caller may call.
+    #[error("component `{component}` has no function `{function}` that can be called: {why}")]
+    Refused { component: String, function: String, why: String },
     /// The host could not run or commit the unit of work.
     #[error("component `{component}`, `{function}`: {source:#}")]
     Host { component: String, function: String, source: anyhow::Error },
 }
 
-/// A loaded component.
-pub struct Component {
-    name: Arc<str>,
-    spec: ComponentSpec,
-    db_path: PathBuf,
-    engine: Engine,
-    slot: Mutex<Slot>,
-    /// Told whenever a unit of work of this component commits events.
-    signal: Arc<Signal>,
-    stats: Stats,
+impl CallError {
+    /// Whether the call ran past its deadline.
+    pub fn overrun(&self) -> bool {
+        matches!(self, CallError::Trap { overrun: true, .. })
+    }
+}
+
+/// How running a guest function failed, inside a unit of work.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The function does not exist.
+    #[error("no such function")]
+    Missing,
+    /// The guest trapped (including limits); the instance will be replaced.
+    #[error("{reason}")]
+    Trapped { reason: String, overrun: bool },
 }
 
 /// What handling a batch of events did.
@@ -138,16 +166,47 @@ pub struct Handled {
     pub failed: Option<(i64, String)>,
 }
 
-/// What the mutex guards: the current version and its live instance.
-struct Slot {
+/// What redriving a dead letter did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redrive {
+    /// The handler took it; it is gone from the dead letters.
+    Applied,
+    /// The handler failed again; it stays, with this error.
+    FailedAgain(String),
+    /// It is not there: redriven already.
+    Gone,
+}
+
+/// A loaded component.
+pub struct Component {
+    name: Arc<str>,
+    spec: ComponentSpec,
+    db_path: PathBuf,
+    engine: Engine,
+    /// The lock every unit of work holds.
+    slot: parking_lot::Mutex<Slot>,
+    /// What is serving, for status: never held across a call.
+    serving: Mutex<Serving>,
+    /// Told whenever a unit of work of this component commits events.
+    signal: Arc<Signal>,
+    stats: Stats,
+}
+
+struct Serving {
     version: Arc<Version>,
-    /// When `version` started serving.
     since: Instant,
-    /// The schema version its migration left.
     schema: Option<SchemaVersion>,
-    /// `None` only while an instance is being replaced.
+}
+
+/// What the lock guards.
+struct Slot {
+    /// The version the instance is (or is to be) of.
+    version: Arc<Version>,
+    /// The instance, and the database inside its store.
     live: Option<Live>,
-    /// The instance trapped: replace it before the next call.
+    /// The database while there is no instance (one failed to start).
+    idle: Option<Db>,
+    /// The instance trapped: replace it before the next unit.
     broken: bool,
 }
 
@@ -155,13 +214,14 @@ struct Slot {
 struct Live {
     store: Store<InstanceState>,
     instance: Instance,
-    /// Exported functions by interface name, then function name.
-    funcs: HashMap<String, HashMap<String, Func>>,
+    /// Exported functions by interface and function name, with how many
+    /// results each returns.
+    funcs: HashMap<(String, String), (Func, usize)>,
 }
 
 impl Component {
     /// Opens the component's database, instantiates `version` and runs its
-    /// schema migration. On error nothing of the migration is kept.
+    /// schema migration, as one unit of work: on error nothing is kept.
     pub fn start(
         engine: &Engine,
         name: &str,
@@ -171,89 +231,88 @@ impl Component {
         signal: Arc<Signal>,
     ) -> Result<Component> {
         let name: Arc<str> = Arc::from(name);
-        let mut db = Db::open(db_path, &spec.sqlite, &spec.limits)?;
-        db.host_read(|c| c.execute_batch(events::TABLES))?;
+        let db = Db::open(db_path, &spec.sqlite, &spec.limits)?;
         let version = Arc::new(version);
         let mut live = instantiate(engine, &name, &spec.limits, &version, db)
             .map_err(|(e, _)| e)
             .with_context(|| format!("starting component `{name}`"))?;
-        let schema = migrate(&mut live, &name, &version, &spec.limits)?;
+        let schema = match migrate(&mut live, &name, &version, &spec.limits) {
+            Ok(schema) => schema,
+            Err(e) => {
+                live.store.data_mut().db.rollback();
+                return Err(e);
+            }
+        };
+        live.store.data_mut().db.commit().with_context(|| format!("starting component `{name}`"))?;
         Ok(Component {
-            name,
             spec,
             db_path: db_path.to_path_buf(),
             engine: engine.clone(),
-            slot: Mutex::new(Slot { version, since: Instant::now(), schema, live: Some(live), broken: false }),
+            slot: parking_lot::Mutex::new(Slot {
+                version: version.clone(),
+                live: Some(live),
+                idle: None,
+                broken: false,
+            }),
+            serving: Mutex::new(Serving { version, since: Instant::now(), schema }),
             signal,
             stats: Stats::default(),
+            name,
         })
     }
 
     /// Switches to `new`: instantiates it on this component's database and
-    /// runs its migration, while holding the component, so calls already
-    /// running finish on the old version and later ones run on the new.
-    /// On any failure the old version keeps serving and the database is as
-    /// it was. Returns the schema version the migration left.
+    /// runs its migration, in one unit of work, while holding the component:
+    /// calls already running finish on the old version and later ones run
+    /// on the new. On any failure the old version keeps serving and the
+    /// database is as it was. Returns the schema version the migration left.
     pub fn swap(&self, new: Version) -> Result<Option<SchemaVersion>> {
         let new = Arc::new(new);
-        let mut slot = self.lock();
-        let old = slot.live.take().expect("a slot always has an instance between calls");
-        let db = old.store.into_data().db;
-        let failure = match instantiate(&self.engine, &self.name, &self.spec.limits, &new, db) {
-            Ok(mut live) => match migrate(&mut live, &self.name, &new, &self.spec.limits) {
-                Ok(schema) => {
-                    slot.version = new;
-                    slot.live = Some(live);
-                    slot.since = Instant::now();
-                    slot.schema = schema;
-                    slot.broken = false;
-                    return Ok(schema);
+        let mut slot = self.slot.lock();
+        let db = slot.take_db();
+        let limits = &self.spec.limits;
+        let failure = match instantiate(&self.engine, &self.name, limits, &new, db) {
+            Ok(mut live) => match migrate(&mut live, &self.name, &new, limits) {
+                Ok(schema) => match live.store.data_mut().db.commit() {
+                    Ok(()) => {
+                        *slot = Slot { version: new.clone(), live: Some(live), idle: None, broken: false };
+                        *self.lock_serving() = Serving { version: new, since: Instant::now(), schema };
+                        return Ok(schema);
+                    }
+                    Err(e) => (e, live.store.into_data().db),
+                },
+                Err(e) => {
+                    let mut db = live.store.into_data().db;
+                    db.rollback();
+                    (e, db)
                 }
-                Err(e) => (e, live.store.into_data().db),
             },
             Err(failed) => failed,
         };
         // Put the old version back on the untouched database.
         let (error, db) = failure;
-        match instantiate(&self.engine, &self.name, &self.spec.limits, &slot.version, db) {
-            Ok(live) => {
-                slot.live = Some(live);
-                slot.broken = false;
-                Err(error)
-            }
-            Err((e, _)) => Err(error.context(format!("and the old version could not be restarted: {e:#}"))),
+        slot.idle = Some(db);
+        slot.broken = true;
+        match slot.ensure_live(&self.engine, &self.name, limits) {
+            Ok(_) => Err(error),
+            Err(e) => Err(error.context(format!("and the old version could not be restarted: {e:#}"))),
         }
     }
 
     /// Where this component stands.
     pub fn status(&self) -> ComponentStatus {
-        let slot = self.lock();
+        let serving = self.lock_serving();
         ComponentStatus {
             name: self.name.to_string(),
-            version: slot.version.contract.version().map(|v| v.to_string()),
-            schema: slot.schema.map(|s| s.to_string()),
-            sha256: slot.version.compiled.digest.clone(),
-            source: slot.version.compiled.source.clone(),
-            uptime_secs: slot.since.elapsed().as_secs_f64(),
+            version: serving.version.contract.version().map(|v| v.to_string()),
+            schema: serving.schema.map(|s| s.to_string()),
+            sha256: serving.version.compiled.digest.clone(),
+            source: serving.version.compiled.source.clone(),
+            uptime_secs: serving.since.elapsed().as_secs_f64(),
             calls: self.stats.calls.load(Ordering::Relaxed),
             failures: self.stats.failures.load(Ordering::Relaxed),
+            restarts: self.stats.restarts.load(Ordering::Relaxed),
         }
-    }
-
-    /// Calls a function of the exported interface that serves `import` (a
-    /// caller's import, `shop:product/catalog@1.0.0`): whichever version is
-    /// serving now, say `shop:product/catalog@1.1.0`.
-    pub fn call_import(&self, import: &InterfaceId, func: &str, params: &[Val]) -> Result<Vec<Val>, CallError> {
-        let export = {
-            let slot = self.lock();
-            match slot.version.contract.exports.iter().find(|e| e.id.serves(import)) {
-                Some(e) => e.name.clone(),
-                None => {
-                    return Err(self.host_error(&import.to_string(), func, anyhow::anyhow!("no longer exported")));
-                }
-            }
-        };
-        self.call(&export, func, params)
     }
 
     /// Its manifest settings.
@@ -273,251 +332,376 @@ impl Component {
 
     /// The version serving now.
     pub fn version(&self) -> Arc<Version> {
-        self.lock().version.clone()
+        self.lock_serving().version.clone()
     }
 
-    /// Runs `func` of the exported interface `export` ("" for a function at
-    /// the root of the world) as one unit of work: commits if it returns
-    /// (and returns `ok`, when it returns a `result`), rolls back otherwise.
+    /// Its own deadline for a call starting now.
+    pub fn deadline(&self) -> Deadline {
+        Deadline::after(Duration::from_millis(self.spec.limits.call_timeout_ms))
+    }
+
+    /// Runs `func` of the exported interface `export` as one unit of work:
+    /// commits if it returns (and returns `ok`, when it returns a `result`),
+    /// rolls back otherwise. Whether the function may be called from outside
+    /// is the caller's to check (`app::Invocation` does).
     pub fn call(&self, export: &str, func: &str, params: &[Val]) -> Result<Vec<Val>, CallError> {
+        self.call_until(Target::Export(export), func, params, self.deadline())
+    }
+
+    fn call_until(
+        &self,
+        target: Target<'_>,
+        func: &str,
+        params: &[Val],
+        deadline: Deadline,
+    ) -> Result<Vec<Val>, CallError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.run_call(export, func, params);
-        if result.is_err() {
+        let mut shown = String::new();
+        let result = self.unit(deadline, |u| {
+            let export = match target {
+                Target::Export(e) => e.to_string(),
+                Target::Import(import) => match u.version().contract.exports.iter().find(|e| e.id.serves(import)) {
+                    Some(e) => e.name.clone(),
+                    None => bail!(Failure::Missing),
+                },
+            };
+            shown = qualified(&export, func);
+            let results = u.call(&export, func, params)?;
+            if returned_err(&results) {
+                u.discard();
+            }
+            Ok(results)
+        });
+        if shown.is_empty() {
+            shown = qualified(&target.to_string(), func);
+        }
+        result.map_err(|e| {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            let (component, function) = (self.name.to_string(), shown);
+            match e.downcast::<Failure>() {
+                Ok(Failure::Missing) => CallError::Refused { component, function, why: "it does not export it".into() },
+                Ok(Failure::Trapped { reason, overrun }) => CallError::Trap { component, function, reason, overrun },
+                Err(source) => CallError::Host { component, function, source },
+            }
+        })
+    }
+
+    /// Runs `f` as one unit of work on this component: waits for the
+    /// component (until `deadline`), replaces a trapped instance, and then
+    /// commits what `f` did if it returns `Ok` (and did not `discard`), or
+    /// rolls it back. A trap inside replaces the instance before the next unit.
+    pub fn unit<R>(&self, deadline: Deadline, f: impl FnOnce(&mut Unit<'_>) -> Result<R>) -> Result<R> {
+        let Some(mut slot) = self.slot.try_lock_until(deadline.instant()) else {
+            bail!(Failure::Trapped {
+                reason: format!(
+                    "it was busy with other work until past the deadline of {} ms (limits.call_timeout_ms)",
+                    self.spec.limits.call_timeout_ms
+                ),
+                overrun: true,
+            });
+        };
+        let limits = &self.spec.limits;
+        if slot.broken {
+            self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        slot.ensure_live(&self.engine, &self.name, limits)?;
+        // A panic below is a host bug: the guard rolls the unit back and
+        // replaces the instance, so the component keeps serving.
+        let guard = PanicGuard { slot: &mut slot };
+        let version = guard.slot.version.clone();
+        let live = guard.slot.live.as_mut().expect("ensured above");
+        let state = live.store.data_mut();
+        state.log.new_call();
+        state.outbox.new_call();
+        let mut unit = Unit { live, version, limits, deadline, keep: true, trapped: false };
+        let out = f(&mut unit);
+        let (keep, trapped) = (unit.keep, unit.trapped);
+        let state = guard.slot.live.as_mut().expect("ensured above").store.data_mut();
+        state.deadline = None;
+        state.db.set_deadline(None);
+        let published = state.outbox.published() > 0;
+        let result = match out {
+            Ok(r) if keep => state.db.commit().map(|()| r),
+            Ok(r) => {
+                state.db.rollback();
+                Ok(r)
+            }
+            Err(e) => {
+                state.db.rollback();
+                Err(e)
+            }
+        };
+        if trapped {
+            guard.slot.broken = true;
+        }
+        std::mem::forget(guard);
+        if result.is_ok() && keep && published {
+            self.signal.notify();
         }
         result
     }
 
-    fn run_call(&self, export: &str, func: &str, params: &[Val]) -> Result<Vec<Val>, CallError> {
-        let mut slot = self.lock();
-        let live =
-            slot.live(&self.engine, &self.name, &self.spec.limits).map_err(|e| self.host_error(export, func, e))?;
-        let outcome = live.run(export, func, params, &self.spec.limits);
-        match outcome {
-            Ok(results) => {
-                let state = live.store.data_mut();
-                if returned_err(&results) {
-                    state.db.rollback();
-                } else {
-                    state.db.commit().map_err(|e| self.host_error(export, func, e))?;
-                    if state.published > 0 {
-                        self.signal.notify();
-                    }
-                }
-                Ok(results)
-            }
-            Err(failure) => {
-                live.store.data_mut().db.rollback();
-                if let Failure::Trapped(_) = failure {
-                    slot.broken = true;
-                }
-                Err(failure.into_error(&self.name, qualified(export, func)))
-            }
-        }
+    /// Runs host bookkeeping (`ledger`) on this component's database as a
+    /// unit of work of its own: committed if `f` returns `Ok`.
+    pub fn with_db<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R> {
+        self.unit(self.deadline(), |u| u.db().host(f))
+    }
+
+    /// Runs host reads on this component's database, outside any unit of work.
+    pub fn read_db<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R> {
+        let deadline = self.deadline();
+        let Some(mut slot) = self.slot.try_lock_until(deadline.instant()) else {
+            bail!("component `{}` was busy past {} ms", self.name, self.spec.limits.call_timeout_ms);
+        };
+        slot.db_mut().host_read(f)
     }
 
     /// Applies a batch of `publisher`'s events to this component's handler of
     /// `topic`, in one unit of work that also advances the cursor: each event
     /// in a savepoint of its own, stopping at the first that fails.
     pub fn handle_events(&self, publisher: &str, topic: &str, batch: &[OutboxEvent]) -> Result<Handled> {
-        let mut slot = self.lock();
-        let version = slot.version.clone();
-        let (handler, ty) = handler_for(&version.contract, topic)?;
-        let handler = handler.as_str();
-        let live = slot.live(&self.engine, &self.name, &self.spec.limits)?;
-        let mut handled = Handled { applied: 0, through: None, failed: None };
-        let mut trapped = false;
-        let mut published = false;
-        for event in batch {
-            live.store.data_mut().db.savepoint()?;
-            match live.handle(handler, &ty, &event.payload, &self.spec.limits) {
-                Ok(()) => {
-                    let state = live.store.data_mut();
-                    state.db.release()?;
-                    published |= state.published > 0;
-                    handled.applied += 1;
-                    handled.through = Some(event.seq);
+        self.unit(self.deadline(), |u| {
+            let (handler, ty) = handler_for(&u.version().contract, topic)?;
+            let mut handled = Handled { applied: 0, through: None, failed: None };
+            for event in batch {
+                // Each event gets the whole of the component's deadline.
+                u.deadline = self.deadline();
+                if let Err(e) = u.db().savepoint() {
+                    handled = Handled { applied: 0, through: None, failed: Some((event.seq, format!("{e:#}"))) };
+                    u.discard();
+                    return Ok(handled);
                 }
-                Err(rejected) => {
-                    live.store.data_mut().db.rollback_to_savepoint()?;
-                    trapped = rejected.trapped;
-                    handled.failed = Some((event.seq, rejected.why));
-                    break;
+                match u.handle(&handler, &ty, &event.payload) {
+                    Ok(()) => {
+                        if let Err(e) = u.db().release() {
+                            // SQLite ended the transaction: nothing of the batch stays.
+                            handled =
+                                Handled { applied: 0, through: None, failed: Some((event.seq, format!("{e:#}"))) };
+                            u.discard();
+                            return Ok(handled);
+                        }
+                        handled.applied += 1;
+                        handled.through = Some(event.seq);
+                    }
+                    Err(why) => {
+                        if let Err(e) = u.db().rollback_to_savepoint() {
+                            handled = Handled {
+                                applied: 0,
+                                through: None,
+                                failed: Some((event.seq, format!("{why}; and {e:#}"))),
+                            };
+                            u.discard();
+                            return Ok(handled);
+                        }
+                        handled.failed = Some((event.seq, why));
+                        break;
+                    }
                 }
             }
-        }
-        let db = &mut live.store.data_mut().db;
-        if let Some(seq) = handled.through {
-            db.host(|c| set_cursor(c, publisher, topic, seq))?;
-        }
-        let committed = db.commit();
-        if trapped {
-            slot.broken = true;
-        }
-        committed?;
-        if published {
-            self.signal.notify();
-        }
-        Ok(handled)
-    }
-
-    /// Runs host bookkeeping on this component's database as a unit of work
-    /// of its own: committed if `f` returns `Ok`, rolled back otherwise.
-    pub fn with_db<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R> {
-        let mut slot = self.lock();
-        let live = slot.live(&self.engine, &self.name, &self.spec.limits)?;
-        let db = &mut live.store.data_mut().db;
-        match db.host(f) {
-            Ok(r) => {
-                db.commit()?;
-                Ok(r)
+            if let Some(seq) = handled.through {
+                u.db().host(|c| ledger::set_cursor(c, publisher, topic, seq))?;
             }
-            Err(e) => {
-                db.rollback();
-                Err(e)
-            }
-        }
-    }
-
-    /// Redrives one dead letter: handles it again in a unit of work that also
-    /// removes it from the dead letters. `Ok(Err(why))` if the handler failed again.
-    pub fn redrive(&self, topic: &str, id: i64, payload: &str) -> Result<Result<(), String>> {
-        let mut slot = self.lock();
-        let version = slot.version.clone();
-        let (handler, ty) = handler_for(&version.contract, topic)?;
-        let live = slot.live(&self.engine, &self.name, &self.spec.limits)?;
-        let result = match live.handle(&handler, &ty, payload, &self.spec.limits) {
-            Ok(()) => {
-                let state = live.store.data_mut();
-                state.db.host(|c| c.execute("DELETE FROM _moat_dead_letter WHERE id = ?1", [id]))?;
-                state.db.commit()?;
-                if state.published > 0 {
-                    self.signal.notify();
-                }
-                return Ok(Ok(()));
-            }
-            Err(rejected) => {
-                slot.broken |= rejected.trapped;
-                Err(rejected.why)
-            }
-        };
-        if let Some(live) = slot.live.as_mut() {
-            live.store.data_mut().db.rollback();
-        }
-        Ok(result)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(|poisoned| {
-            // A panic while holding the component is a host bug. Undo the
-            // unit of work it may have left open, replace the instance, and
-            // keep serving.
-            let mut slot = poisoned.into_inner();
-            if let Some(live) = slot.live.as_mut() {
-                live.store.data_mut().db.rollback();
-            }
-            slot.broken = true;
-            self.slot.clear_poison();
-            slot
+            Ok(handled)
         })
     }
 
-    fn host_error(&self, export: &str, func: &str, source: anyhow::Error) -> CallError {
-        CallError::Host { component: self.name.to_string(), function: qualified(export, func), source }
+    /// Redrives one dead letter: takes it out and handles it again in one
+    /// unit of work, so it takes effect once even when two redrives race.
+    pub fn redrive(&self, id: i64) -> Result<Redrive> {
+        let outcome = self.unit(self.deadline(), |u| {
+            let Some(letter) = u.db().host(|c| ledger::take_dead_letter(c, id))? else {
+                u.discard();
+                return Ok(Redrive::Gone);
+            };
+            let (handler, ty) = handler_for(&u.version().contract, &letter.topic)?;
+            match u.handle(&handler, &ty, &letter.payload) {
+                Ok(()) => Ok(Redrive::Applied),
+                Err(why) => {
+                    u.discard();
+                    Ok(Redrive::FailedAgain(why))
+                }
+            }
+        })?;
+        if let Redrive::FailedAgain(why) = &outcome {
+            self.with_db(|c| ledger::dead_letter_failed_again(c, id, why, ledger::now_ms()))?;
+        }
+        Ok(outcome)
+    }
+
+    fn lock_serving(&self) -> std::sync::MutexGuard<'_, Serving> {
+        self.serving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a call names: one of the component's exports, or the export that
+/// serves a caller's import.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Export(&'a str),
+    Import(&'a InterfaceId),
+}
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Export(e) => f.write_str(e),
+            Target::Import(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+impl Callee for Component {
+    fn call_import(
+        &self,
+        import: &InterfaceId,
+        func: &str,
+        _ty: &ComponentFunc,
+        params: &[Val],
+        deadline: Option<Deadline>,
+    ) -> Result<Vec<Val>> {
+        if !contract::is_public(import) {
+            bail!("{import} is not a contract interface: only the host calls it");
+        }
+        let own = self.deadline();
+        let deadline = deadline.map_or(own, |d| d.min(own));
+        self.call_until(Target::Import(import), func, params, deadline).map_err(|e| {
+            if e.overrun() { anyhow::Error::new(Overrun).context(e.to_string()) } else { anyhow::Error::new(e) }
+        })
+    }
+}
+
+/// Rolls back and marks the instance for replacement if a unit unwinds.
+struct PanicGuard<'a, 'b> {
+    slot: &'a mut parking_lot::MutexGuard<'b, Slot>,
+}
+
+impl Drop for PanicGuard<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(live) = self.slot.live.as_mut() {
+            live.store.data_mut().db.rollback();
+        }
+        self.slot.broken = true;
+    }
+}
+
+/// One unit of work in progress: what [`Component::unit`]'s closure gets.
+pub struct Unit<'a> {
+    live: &'a mut Live,
+    version: Arc<Version>,
+    limits: &'a Limits,
+    /// When the guest code run in this unit must end.
+    pub deadline: Deadline,
+    keep: bool,
+    trapped: bool,
+}
+
+impl Unit<'_> {
+    /// The version the unit runs on.
+    pub fn version(&self) -> &Arc<Version> {
+        &self.version
+    }
+
+    /// The component's database, for the host's bookkeeping in this unit.
+    pub fn db(&mut self) -> &mut Db {
+        &mut self.live.store.data_mut().db
+    }
+
+    /// Roll the unit back at its end instead of committing it.
+    pub fn discard(&mut self) {
+        self.keep = false;
+    }
+
+    /// Calls one exported function within the unit.
+    pub fn call(&mut self, export: &str, func: &str, params: &[Val]) -> Result<Vec<Val>, Failure> {
+        let (f, width) = self.live.func(export, func).ok_or(Failure::Missing)?;
+        let mut results = vec![Val::Bool(false); width];
+        let outcome = self.enter(|store| f.call(store, params, &mut results));
+        match outcome {
+            Ok(()) => Ok(results),
+            Err(e) => {
+                self.trapped = true;
+                Err(describe_trap(&e, self.limits))
+            }
+        }
+    }
+
+    /// Handles one event within the unit: reads its WAVE with the handler's
+    /// type and runs `handle`. `Err` says why it did not take effect.
+    fn handle(&mut self, handler: &str, ty: &Type, payload: &str) -> Result<(), String> {
+        let value = wasm_wave::from_str::<Val>(ty, payload)
+            .map_err(|e| format!("the event does not fit the handler's type: {e}"))?;
+        match self.call(handler, "handle", &[value]) {
+            Ok(results) if !returned_err(&results) => Ok(()),
+            Ok(results) => Err(match results.first() {
+                Some(Val::Result(Err(Some(e)))) => match &**e {
+                    Val::String(s) => ledger::bounded(s).to_string(),
+                    other => ledger::bounded(&crate::values::to_wave(other)).to_string(),
+                },
+                _ => "the handler returned err".to_string(),
+            }),
+            Err(Failure::Trapped { reason, .. }) => Err(reason),
+            Err(Failure::Missing) => Err(format!("`{handler}` has no `handle` function")),
+        }
+    }
+
+    /// Runs guest code with the unit's deadline armed everywhere: wasm
+    /// (epoch), SQL (progress handler) and WASI (bounded waits).
+    fn enter<R>(&mut self, f: impl FnOnce(&mut Store<InstanceState>) -> R) -> R {
+        arm(&mut self.live.store, self.deadline);
+        let out = f(&mut self.live.store);
+        disarm(&mut self.live.store);
+        out
     }
 }
 
 impl Slot {
-    /// The live instance, replacing a broken one first.
-    fn live(&mut self, engine: &Engine, name: &Arc<str>, limits: &Limits) -> Result<&mut Live> {
-        if self.broken {
-            let old = self.live.take().expect("a slot always has an instance between calls");
-            let db = old.store.into_data().db;
+    /// The database, wherever it is now.
+    fn db_mut(&mut self) -> &mut Db {
+        match (&mut self.live, &mut self.idle) {
+            (Some(live), _) => &mut live.store.data_mut().db,
+            (None, Some(db)) => db,
+            (None, None) => unreachable!("a slot always holds its database"),
+        }
+    }
+
+    /// Takes the database out, dropping the instance.
+    fn take_db(&mut self) -> Db {
+        match (self.live.take(), self.idle.take()) {
+            (Some(live), _) => live.store.into_data().db,
+            (None, Some(db)) => db,
+            (None, None) => unreachable!("a slot always holds its database"),
+        }
+    }
+
+    /// The live instance, (re)made first if it trapped or failed to start.
+    /// Making it is a unit of its own: what `_initialize` writes is kept
+    /// only if it succeeds.
+    fn ensure_live(&mut self, engine: &Engine, name: &Arc<str>, limits: &Limits) -> Result<&mut Live> {
+        if self.broken || self.live.is_none() {
+            let db = self.take_db();
             match instantiate(engine, name, limits, &self.version, db) {
-                Ok(live) => {
+                Ok(mut live) => {
+                    if let Err(e) = live.store.data_mut().db.commit() {
+                        self.idle = Some(live.store.into_data().db);
+                        return Err(e.context(format!("replacing the instance of `{name}`")));
+                    }
                     self.live = Some(live);
                     self.broken = false;
                     tracing::info!(component = %name, "replaced the instance after a trap");
                 }
-                Err((e, _db)) => {
-                    // Without a database the component cannot serve again;
-                    // instantiating a version that instantiated before only
-                    // fails when the host itself is out of resources.
-                    return Err(e.context("replacing the instance after a trap"));
+                Err((e, db)) => {
+                    self.idle = Some(db);
+                    return Err(e.context(format!("replacing the instance of `{name}` after a trap")));
                 }
             }
         }
-        Ok(self.live.as_mut().expect("a slot always has an instance between calls"))
+        Ok(self.live.as_mut().expect("made above"))
     }
-}
-
-/// How running a function failed.
-pub(crate) enum Failure {
-    /// The function does not exist.
-    Missing,
-    /// The guest trapped (including limits); the instance must be replaced.
-    Trapped(String),
-}
-
-impl Failure {
-    fn into_error(self, component: &str, function: String) -> CallError {
-        match self {
-            Failure::Missing => CallError::Host {
-                component: component.to_string(),
-                source: anyhow::anyhow!("no such function"),
-                function,
-            },
-            Failure::Trapped(reason) => CallError::Trap { component: component.to_string(), function, reason },
-        }
-    }
-}
-
-/// Why an event did not take effect.
-struct Rejected {
-    why: String,
-    /// The handler trapped: its instance must be replaced.
-    trapped: bool,
 }
 
 impl Live {
-    /// Handles one event within the open unit of work: reads its WAVE with
-    /// the handler's type and runs `handle`. Does not commit or roll back.
-    fn handle(&mut self, handler: &str, ty: &Type, payload: &str, limits: &Limits) -> Result<(), Rejected> {
-        let value = wasm_wave::from_str::<Val>(ty, payload)
-            .map_err(|e| Rejected { why: format!("the event does not fit the handler's type: {e}"), trapped: false })?;
-        let why = match self.run(handler, "handle", &[value], limits) {
-            Ok(results) if !returned_err(&results) => return Ok(()),
-            Ok(results) => match results.first() {
-                Some(Val::Result(Err(Some(e)))) => match &**e {
-                    Val::String(s) => s.clone(),
-                    other => crate::values::to_wave(other),
-                },
-                _ => "the handler returned err".to_string(),
-            },
-            Err(Failure::Trapped(reason)) => return Err(Rejected { why: reason, trapped: true }),
-            Err(Failure::Missing) => format!("`{handler}` has no `handle` function"),
-        };
-        Err(Rejected { why, trapped: false })
-    }
-
-    /// Calls one exported function within the open unit of work. Does not
-    /// commit or roll back: the caller decides.
-    fn run(&mut self, export: &str, func: &str, params: &[Val], limits: &Limits) -> Result<Vec<Val>, Failure> {
-        let f = self.func(export, func).ok_or(Failure::Missing)?;
-        self.store.data_mut().published = 0;
-        self.store.data().db.set_deadline(Some(std::time::Duration::from_millis(limits.call_timeout_ms)));
-        let mut results = vec![Val::Bool(false); f.ty(&self.store).results().len()];
-        self.store.set_epoch_deadline(deadline_ticks(limits));
-        let outcome = f.call(&mut self.store, params, &mut results);
-        self.store.data().db.set_deadline(None);
-        match outcome {
-            Ok(()) => Ok(results),
-            Err(e) => Err(Failure::Trapped(describe_trap(&e, limits))),
-        }
-    }
-
-    fn func(&mut self, export: &str, func: &str) -> Option<Func> {
-        if let Some(f) = self.funcs.get(export).and_then(|m| m.get(func)) {
+    fn func(&mut self, export: &str, func: &str) -> Option<(Func, usize)> {
+        if let Some(f) = self.funcs.get(&(export.to_string(), func.to_string())) {
             return Some(*f);
         }
         let iface = if export.is_empty() {
@@ -527,13 +711,31 @@ impl Live {
         };
         let index = self.instance.get_export_index(&mut self.store, iface.as_ref(), func)?;
         let f = self.instance.get_func(&mut self.store, index)?;
-        self.funcs.entry(export.to_string()).or_default().insert(func.to_string(), f);
-        Some(f)
+        let width = f.ty(&self.store).results().len();
+        self.funcs.insert((export.to_string(), func.to_string()), (f, width));
+        Some((f, width))
     }
 }
 
-/// Instantiates `version` with `db` as its database. On failure the
-/// database is handed back.
+/// Arms the deadline for guest code about to run.
+fn arm(store: &mut Store<InstanceState>, deadline: Deadline) {
+    let ticks = deadline.remaining().as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
+    store.set_epoch_deadline(ticks);
+    let state = store.data_mut();
+    state.deadline = Some(deadline);
+    state.db.set_deadline(Some(deadline));
+}
+
+fn disarm(store: &mut Store<InstanceState>) {
+    let state = store.data_mut();
+    state.deadline = None;
+    state.db.set_deadline(None);
+}
+
+/// Instantiates `version` with `db` as its database, within the component's
+/// deadline. What `_initialize` writes stays in the open unit of work: the
+/// caller commits it or rolls it back. On failure the unit is rolled back
+/// and the database handed back.
 #[expect(clippy::result_large_err, reason = "the database must come back on failure; a rare path, not a hot one")]
 fn instantiate(
     engine: &Engine,
@@ -542,9 +744,10 @@ fn instantiate(
     version: &Version,
     db: Db,
 ) -> Result<Live, (anyhow::Error, Db)> {
+    let log = GuestLog::new(name.clone(), limits);
     let state = InstanceState {
-        wasi: crate::wasi::context(name),
-        table: ResourceTable::new(),
+        wasi: crate::capability::wasi::context(&log),
+        table: crate::capability::wasi::table(),
         limits: StoreLimitsBuilder::new()
             .memory_size(usize::try_from(limits.memory_mib << 20).unwrap_or(usize::MAX))
             .memories(4)
@@ -554,79 +757,57 @@ fn instantiate(
             .trap_on_grow_failure(true)
             .build(),
         db,
-        log: GuestLog::new(name.clone()),
-        published: 0,
-        max_events: limits.events_per_call,
+        log,
+        outbox: Outbox::new(limits.events_per_call),
+        deadline: None,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
     store.epoch_deadline_trap();
-    store.set_epoch_deadline(deadline_ticks(limits));
-    match version.pre.instantiate(&mut store) {
+    arm(&mut store, Deadline::after(Duration::from_millis(limits.call_timeout_ms)));
+    let instantiated = version.pre.instantiate(&mut store);
+    disarm(&mut store);
+    match instantiated {
         Ok(instance) => Ok(Live { store, instance, funcs: HashMap::new() }),
         Err(e) => {
             let reason = describe_trap(&e, limits);
-            Err((anyhow::anyhow!("instantiating `{name}` failed: {reason}"), store.into_data().db))
+            let mut db = store.into_data().db;
+            db.rollback();
+            Err((anyhow!("instantiating `{name}` failed: {reason}"), db))
         }
     }
 }
 
 /// Runs the component's `moat:platform/schema.migrate`, if it exports one,
-/// in a unit of work of its own; returns the schema version it leaves.
+/// within the open unit of work, and records the version it returns.
 fn migrate(live: &mut Live, name: &str, version: &Version, limits: &Limits) -> Result<Option<SchemaVersion>> {
-    let Some(schema) = version.contract.export_like("moat:platform", "schema") else { return Ok(None) };
-    let schema = schema.name.clone();
-    let found = live.store.data_mut().db.schema_version()?;
+    let Some(migrate) = &version.migrate else { return Ok(None) };
+    let found =
+        live.store.data_mut().db.host(ledger::schema_version)?.map(|v| v.parse::<SchemaVersion>()).transpose()?;
     let shown = found.map_or("none (a new database)".to_string(), |v| v.to_string());
-    let arg = Val::Option(found.map(|v| {
-        Box::new(Val::Record(vec![("major".into(), Val::U32(v.major)), ("minor".into(), Val::U32(v.minor))]))
-    }));
-    let results = match live.run(&schema, "migrate", &[arg], limits) {
-        Ok(results) => results,
-        Err(failure) => {
-            live.store.data_mut().db.rollback();
-            let why = match failure {
-                Failure::Missing => "it exports no `migrate` function".to_string(),
-                Failure::Trapped(reason) => reason,
+    arm(&mut live.store, Deadline::after(Duration::from_millis(limits.call_timeout_ms)));
+    let outcome = migrate.call(&mut live.store, &live.instance, found);
+    disarm(&mut live.store);
+    match outcome {
+        Ok(Ok(to)) => {
+            if found != Some(to) {
+                live.store.data_mut().db.host(|c| ledger::set_schema_version(c, &to.to_string()))?;
+                tracing::info!(component = name, from = %shown, to = %to, "migrated the database");
+            }
+            Ok(Some(to))
+        }
+        Ok(Err(why)) => bail!(
+            "component `{name}` refused to migrate its database from schema {shown}: {}; the database is unchanged",
+            ledger::bounded(&why)
+        ),
+        Err(e) => {
+            let why = match describe_trap(&e, limits) {
+                Failure::Trapped { reason, .. } => reason,
+                Failure::Missing => "it exports no `migrate` function".into(),
             };
             bail!(
                 "component `{name}` failed to migrate its database from schema {shown}: {why}; the database is unchanged"
-            );
-        }
-    };
-    let db = &mut live.store.data_mut().db;
-    let outcome = match results.first() {
-        Some(Val::Result(Ok(Some(v)))) => match &**v {
-            Val::Record(fields) => match fields.as_slice() {
-                [(_, Val::U32(major)), (_, Val::U32(minor))] => Ok(SchemaVersion { major: *major, minor: *minor }),
-                _ => Err(None),
-            },
-            _ => Err(None),
-        },
-        Some(Val::Result(Err(Some(why)))) => Err(Some(match &**why {
-            Val::String(s) => s.clone(),
-            other => crate::values::to_wave(other),
-        })),
-        _ => Err(None),
-    };
-    match outcome {
-        Ok(to) => {
-            if found != Some(to) {
-                db.set_schema_version(to)?;
-                tracing::info!(component = name, from = %shown, to = %to, "migrated the database");
-            }
-            db.commit()?;
-            Ok(Some(to))
-        }
-        Err(Some(why)) => {
-            db.rollback();
-            bail!(
-                "component `{name}` refused to migrate its database from schema {shown}: {why}; the database is unchanged"
             )
-        }
-        Err(None) => {
-            db.rollback();
-            bail!("component `{name}`: `migrate` must return result<schema-version, string>")
         }
     }
 }
@@ -634,7 +815,7 @@ fn migrate(live: &mut Live, name: &str, version: &Version, limits: &Limits) -> R
 /// The handler export of `topic`'s events, and the event type it takes.
 fn handler_for(contract: &Contract, topic: &str) -> Result<(String, Type)> {
     let handler = contract
-        .export_like(topic, events::HANDLER)
+        .export_like(topic, contract::HANDLER)
         .with_context(|| format!("this version does not handle {topic} events"))?;
     let ty = handler
         .func("handle")
@@ -643,46 +824,45 @@ fn handler_for(contract: &Contract, topic: &str) -> Result<(String, Type)> {
     Ok((handler.name.clone(), ty))
 }
 
-/// Records how far a subscriber has read a publisher's events.
-pub(crate) fn set_cursor(c: &Connection, publisher: &str, topic: &str, seq: i64) -> rusqlite::Result<usize> {
-    c.prepare_cached(
-        "INSERT INTO _moat_cursor (publisher, topic, seq) VALUES (?1, ?2, ?3)
-         ON CONFLICT (publisher, topic) DO UPDATE SET seq = excluded.seq",
-    )?
-    .execute(rusqlite::params![publisher, topic, seq])
-}
-
-fn deadline_ticks(limits: &Limits) -> u64 {
-    limits.call_timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1
-}
-
 /// Whether a function's result is a `result` that is `err`.
-pub(crate) fn returned_err(results: &[Val]) -> bool {
+pub fn returned_err(results: &[Val]) -> bool {
     matches!(results.first(), Some(Val::Result(Err(_))))
 }
 
 /// `interface.function`, or just `function` at the root.
-pub(crate) fn qualified(export: &str, func: &str) -> String {
+pub fn qualified(export: &str, func: &str) -> String {
     if export.is_empty() { func.to_string() } else { format!("{export}.{func}") }
 }
 
 /// What a trap means, in words that say which limit was hit.
-fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
+fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> Failure {
+    let deadline = || Failure::Trapped {
+        reason: format!("it ran past its deadline of {} ms (limits.call_timeout_ms)", limits.call_timeout_ms),
+        overrun: true,
+    };
+    if e.is::<Overrun>() {
+        return deadline();
+    }
     if let Some(trap) = e.downcast_ref::<Trap>() {
-        return match trap {
-            Trap::Interrupt => {
-                format!("it ran past its deadline of {} ms (limits.call_timeout_ms)", limits.call_timeout_ms)
-            }
+        let reason = match trap {
+            Trap::Interrupt => return deadline(),
             Trap::StackOverflow => "it overflowed its stack (recursion too deep)".to_string(),
             Trap::UnreachableCodeReached => {
                 "it panicked or aborted (wasm `unreachable`; a panic message, if any, is in the log)".to_string()
             }
             other => format!("it trapped: {other}"),
         };
+        return Failure::Trapped { reason, overrun: false };
     }
     let text = format!("{e:#}");
     if text.contains("forcing trap when growing memory") {
-        return format!("it tried to grow its memory past {} MiB (limits.memory_mib)", limits.memory_mib);
+        return Failure::Trapped {
+            reason: format!("it tried to grow its memory past {} MiB (limits.memory_mib)", limits.memory_mib),
+            overrun: false,
+        };
     }
-    text
+    if text.contains(&Overrun.to_string()) {
+        return deadline();
+    }
+    Failure::Trapped { reason: ledger::bounded(&text).to_string(), overrun: false }
 }

@@ -10,6 +10,22 @@ use std::fmt::{self, Write as _};
 use wasmtime::Engine;
 use wasmtime::component::types::{self, ComponentFunc, ComponentItem, Type};
 
+/// The interface a subscriber exports: `P/handler`, function `handle`.
+pub const HANDLER: &str = "handler";
+
+/// Whether an interface is part of a public contract: one a user, another
+/// component or another host may call. That is an interface of a package
+/// (`ns:pkg/iface`), other than `moat:platform` (which the host grants or
+/// calls), WASI, and a package's `handler` (which the host alone calls, to
+/// deliver events). Exports outside any package (componentize-py's `init`,
+/// root-level functions) are not public either.
+pub fn is_public(id: &InterfaceId) -> bool {
+    id.package.contains(':')
+        && id.package != "moat:platform"
+        && !id.package.starts_with("wasi:")
+        && id.interface != HANDLER
+}
+
 /// A component's imports and exports.
 #[derive(Clone)]
 pub struct Contract {
@@ -125,6 +141,24 @@ impl Contract {
             exports.push(Interface { name: String::new(), id: InterfaceId::parse(""), funcs: root });
         }
         Contract { imports, exports }
+    }
+
+    /// The exported interfaces anyone may call (see [`is_public`]).
+    pub fn public_exports(&self) -> impl Iterator<Item = &Interface> {
+        self.exports.iter().filter(|e| is_public(&e.id))
+    }
+
+    /// The packages this component claims by exporting their interfaces
+    /// (public ones): it owns each, if no other component claims it too.
+    pub fn claims(&self) -> impl Iterator<Item = &str> {
+        let mut seen = Vec::new();
+        self.public_exports().map(|e| e.id.package.as_str()).filter(move |p| {
+            let new = !seen.contains(p);
+            if new {
+                seen.push(*p);
+            }
+            new
+        })
     }
 
     /// The exported interface with this name, exactly.

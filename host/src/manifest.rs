@@ -196,6 +196,11 @@ pub struct Limits {
     /// Core instances, and tables, one instance of the component may create.
     pub instances: u32,
     pub tables: u32,
+    /// Bytes of log (and stdout and stderr) one call may write; the rest is
+    /// dropped, with a warning naming this limit.
+    pub log_bytes_per_call: u64,
+    /// Bytes one log line may have; longer lines are cut, saying so.
+    pub log_line_bytes: u32,
 }
 
 impl Default for Limits {
@@ -210,6 +215,8 @@ impl Default for Limits {
             database_mib: 1024,
             instances: 64,
             tables: 64,
+            log_bytes_per_call: 1 << 20,
+            log_line_bytes: 16 << 10,
         }
     }
 }

@@ -285,7 +285,7 @@ impl Drop for Delivering {
 }
 
 fn caught_up(app: &App) -> bool {
-    app.status().unwrap().subscriptions.iter().all(|s| s.cursor >= s.head)
+    app.status().subscriptions.iter().all(|s| s.cursor >= s.head)
 }
 
 fn events(guests: &Path) -> Row {
@@ -358,7 +358,7 @@ fn event_latency(guests: &Path) -> Row {
     while !caught_up(&app) {
         std::thread::sleep(Duration::from_millis(2));
     }
-    let status = app.status().unwrap();
+    let status = app.status();
     let route = &status.subscriptions[0];
     let (p50, p99) = (route.latency_p50_ms.unwrap(), route.latency_p99_ms.unwrap());
     drop(delivering);

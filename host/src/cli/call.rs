@@ -2,8 +2,9 @@
 
 use anyhow::Result;
 
-use super::{Context, Exit, settle};
+use super::context::{Context, Exit, Target, opened, settle};
 use crate::component::returned_err;
+use crate::control::client::Client;
 use crate::values;
 
 #[derive(clap::Args)]
@@ -23,29 +24,24 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     if let Some(host) = ctx.remote()? {
-        let answer = host.call(&args.component, &args.call, !args.no_wait)?;
-        let shown = if ctx.json { answer.json.map(|j| j.to_string()) } else { answer.wave };
-        if let Some(shown) = shown {
-            println!("{shown}");
-        }
-        return Ok(if answer.returned_err { Exit::ReturnedErr } else { Exit::Ok });
+        return through(ctx, &host, &args);
     }
     // Everything that can be wrong with the input is found before the data
     // directory is touched.
     let plan = ctx.plan()?;
-    let (name, rest) = values::split_call(&args.call)?;
-    let function = plan.function(&args.component, name)?;
-    let params = values::parse_args(name, rest, &function.ty)?;
-
-    let app = plan.open()?;
+    let invocation = plan.invocation(&args.component, &args.call)?;
+    let app = match opened(plan.open())? {
+        Target::Here(app) => app,
+        Target::Host(host) => return through(ctx, &host, &args),
+    };
     // Deliver anything an earlier run left pending, then the call, then what
     // it published: a script sees a settled app before and after.
     if !args.no_wait {
-        settle(&app)?;
+        settle(&app);
     }
-    let results = app.call(&function, &params);
-    if !args.no_wait {
-        settle(&app)?;
+    let results = app.invoke(&invocation);
+    if !args.no_wait && results.is_ok() {
+        settle(&app);
     }
     let results = results?;
 
@@ -57,4 +53,14 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         }
     }
     Ok(if returned_err(&results) { Exit::ReturnedErr } else { Exit::Ok })
+}
+
+/// The call, through a running host.
+fn through(ctx: &Context, host: &Client, args: &Args) -> Result<Exit> {
+    let answer = host.call(&args.component, &args.call, !args.no_wait)?;
+    let shown = if ctx.json { answer.json.map(|j| j.to_string()) } else { answer.wave };
+    if let Some(shown) = shown {
+        println!("{shown}");
+    }
+    Ok(if answer.returned_err { Exit::ReturnedErr } else { Exit::Ok })
 }

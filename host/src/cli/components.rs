@@ -3,9 +3,10 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::{Context, Exit, shown};
+use super::context::{Context, Exit, shown};
+use crate::capability::Grants;
 use crate::contract::signature;
-use crate::linker::Grants;
+use crate::data_dir::db_path;
 
 #[derive(clap::Args)]
 pub struct Args {}
@@ -16,21 +17,32 @@ pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
     let mut listed = Vec::new();
     for part in plan.parts() {
         let version = part.contract.version().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-        let db = crate::app::db_path(&data_dir, &part.name);
+        let db = db_path(&data_dir, &part.name);
         let imports: Vec<(String, String)> = part.grants.iter().map(|(i, g)| (i.name.clone(), g.describe())).collect();
+        // Only contract interfaces: what anyone may call.
         let exports: Vec<(String, Vec<String>)> = part
             .contract
-            .exports
-            .iter()
+            .public_exports()
             .map(|e| (e.name.clone(), e.funcs.iter().map(|f| signature(&f.name, &f.ty)).collect()))
+            .collect();
+        let owns: Vec<&str> =
+            plan.owners().iter().filter(|(_, owner)| **owner == part.name).map(|(p, _)| p.as_str()).collect();
+        let hears: Vec<String> = plan
+            .subscriptions()
+            .iter()
+            .filter(|s| s.subscriber == part.name)
+            .map(|s| format!("{} events from `{}`", s.topic, s.publisher))
             .collect();
         if ctx.json {
             listed.push(json!({
                 "name": part.name,
                 "version": version,
+                "host": part.remote,
                 "source": part.compiled.source,
                 "sha256": part.compiled.digest,
                 "database": db,
+                "owns": owns,
+                "subscribes": plan.subscriptions().iter().filter(|s| s.subscriber == part.name).collect::<Vec<_>>(),
                 "imports": imports.iter().map(|(i, g)| json!({"interface": i, "served_by": g})).collect::<Vec<_>>(),
                 "exports": exports.iter().map(|(e, f)| json!({"interface": e, "functions": f})).collect::<Vec<_>>(),
             }));
@@ -42,9 +54,15 @@ pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
         }
         println!("  source    {} (sha256 {})", shown(&part.compiled.source), &part.compiled.digest[..12]);
         println!("  database  {}", shown(&db));
+        if !owns.is_empty() {
+            println!("  owns      {} (serves its contract, publishes its events)", owns.join(", "));
+        }
+        for h in &hears {
+            println!("  hears     {h}");
+        }
         println!("  exports");
         for (name, funcs) in &exports {
-            println!("    {}", if name.is_empty() { "(world)" } else { name });
+            println!("    {name}");
             for f in funcs {
                 println!("      {f}");
             }

@@ -2,8 +2,10 @@
 
 use anyhow::{Result, bail};
 
-use super::{Context, Exit, settle};
-use crate::events::dead_letters;
+use super::context::{Context, Exit, Target, settle};
+use crate::component::Redrive;
+use crate::control::Retried;
+use crate::events::{DeadLetter, dead_letters};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,58 +22,65 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
-    if let Some(host) = ctx.remote()? {
-        if args.retry.is_none() && !args.all {
-            print_letters(ctx, &args.component, &host.dead_letters(&args.component)?)?;
-            return Ok(Exit::Ok);
-        }
-        let retried = host.retry(&args.component, args.retry)?;
-        for r in &retried {
-            match &r.failed {
-                None => println!("{}: handled", r.id),
-                Some(why) => println!("{}: failed again: {why}", r.id),
+    let listing = args.retry.is_none() && !args.all;
+    let retried = match ctx.target()? {
+        Target::Host(host) => {
+            if listing {
+                print_letters(ctx, &args.component, &host.dead_letters(&args.component)?)?;
+                return Ok(Exit::Ok);
             }
+            host.retry(&args.component, args.retry)?
         }
-        return Ok(if retried.iter().any(|r| r.failed.is_some()) { Exit::ReturnedErr } else { Exit::Ok });
-    }
-    let app = ctx.open()?;
-    let component = app.require(&args.component)?;
-    let letters = dead_letters::list(component)?;
-
-    if args.retry.is_none() && !args.all {
-        print_letters(ctx, &args.component, &letters)?;
-        return Ok(Exit::Ok);
-    }
-
-    let chosen: Vec<_> = match args.retry {
-        Some(id) => match letters.iter().find(|l| l.id == id) {
-            Some(l) => vec![l.clone()],
-            None => {
-                let ids: Vec<String> = letters.iter().map(|l| l.id.to_string()).collect();
-                bail!(
-                    "`{}` has no dead letter {id}; it has: {}",
-                    args.component,
-                    if ids.is_empty() { "none".to_string() } else { ids.join(", ") }
-                );
+        Target::Here(app) => {
+            let component = app.require(&args.component)?;
+            let letters = dead_letters::list(component)?;
+            if listing {
+                print_letters(ctx, &args.component, &letters)?;
+                return Ok(Exit::Ok);
             }
-        },
-        None => letters,
+            let chosen: Vec<i64> = match args.retry {
+                Some(id) if letters.iter().any(|l| l.id == id) => vec![id],
+                Some(id) => {
+                    let ids: Vec<String> = letters.iter().map(|l| l.id.to_string()).collect();
+                    bail!(
+                        "`{}` has no dead letter {id}; it has: {}",
+                        args.component,
+                        if ids.is_empty() { "none".to_string() } else { ids.join(", ") }
+                    );
+                }
+                None => letters.iter().map(|l| l.id).collect(),
+            };
+            let mut retried = Vec::new();
+            for id in chosen {
+                let outcome = dead_letters::retry(component, id)?;
+                retried.push(Retried {
+                    id,
+                    failed: match &outcome {
+                        Redrive::FailedAgain(why) => Some(why.clone()),
+                        _ => None,
+                    },
+                    gone: outcome == Redrive::Gone,
+                });
+            }
+            settle(&app);
+            retried
+        }
     };
-    let mut failed = 0;
-    for letter in &chosen {
-        match dead_letters::retry(component, letter)? {
-            Ok(()) => println!("{}: handled", letter.id),
-            Err(why) => {
-                failed += 1;
-                println!("{}: failed again: {why}", letter.id);
+    if ctx.json {
+        println!("{}", serde_json::to_string(&retried)?);
+    } else {
+        for r in &retried {
+            match (&r.failed, r.gone) {
+                (_, true) => println!("{}: already redriven (by another request)", r.id),
+                (None, false) => println!("{}: handled", r.id),
+                (Some(why), false) => println!("{}: failed again: {why}", r.id),
             }
         }
     }
-    settle(&app)?;
-    Ok(if failed > 0 { Exit::ReturnedErr } else { Exit::Ok })
+    Ok(if retried.iter().any(|r| r.failed.is_some()) { Exit::ReturnedErr } else { Exit::Ok })
 }
 
-fn print_letters(ctx: &Context, component: &str, letters: &[dead_letters::DeadLetter]) -> Result<()> {
+fn print_letters(ctx: &Context, component: &str, letters: &[DeadLetter]) -> Result<()> {
     if ctx.json {
         println!("{}", serde_json::to_string(letters)?);
     } else if letters.is_empty() {

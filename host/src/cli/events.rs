@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::{Context, Exit};
-use crate::app::db_path;
+use super::context::{Context, Exit};
+use crate::data_dir::db_path;
 use crate::events::history::{self, Published};
 
 #[derive(clap::Args)]
@@ -31,7 +31,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let subscriptions = plan.subscriptions().to_vec();
     let mut publishers: Vec<String> = subscriptions.iter().map(|s| s.publisher.clone()).collect();
     for part in plan.parts() {
-        if part.grants.iter().any(|(_, g)| matches!(g, crate::linker::Grant::Publish { .. })) {
+        if part.grants.iter().any(|(_, g)| matches!(g, crate::capability::Grant::Publish { .. })) {
             publishers.push(part.name.clone());
         }
     }
@@ -48,7 +48,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let mut seen: BTreeMap<String, i64> = BTreeMap::new();
     let mut listed = Vec::new();
     for publisher in &publishers {
-        let all = history::read(&db, &subscriptions, publisher, 0, usize::MAX)?;
+        let all = history::read(&db, &subscriptions, publisher, 0, u32::MAX)?;
         let skip = all.len().saturating_sub(args.last);
         seen.insert(publisher.clone(), all.last().map_or(0, |e| e.seq));
         listed.extend(all.into_iter().skip(skip));

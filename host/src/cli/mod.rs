@@ -2,6 +2,7 @@
 
 mod call;
 mod components;
+mod context;
 mod dlq;
 mod events;
 mod replay;
@@ -9,18 +10,15 @@ mod status;
 mod swap;
 mod up;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::app::{App, Plan};
-use crate::control::{self, client::Client};
-use crate::engine::{self, Runtime};
-use crate::manifest::Manifest;
+use crate::engine;
+use context::{Context, Exit};
 
 /// Run microservices as WebAssembly components that own their data.
 ///
@@ -77,58 +75,6 @@ enum Command {
     Replay(replay::Args),
 }
 
-/// How `moat` exits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    /// It worked.
-    Ok = 0,
-    /// The called function returned `err(...)`; its unit of work was rolled back.
-    ReturnedErr = 1,
-    /// Bad input or a failure; the message is on stderr.
-    Failed = 2,
-}
-
-/// What every subcommand gets from the global flags.
-pub struct Context {
-    manifest: PathBuf,
-    data: Option<PathBuf>,
-    cache_dir: Option<PathBuf>,
-    json: bool,
-    host: Option<String>,
-}
-
-impl Context {
-    /// Reads the manifest and compiles its components (no data is touched).
-    fn plan(&self) -> Result<Plan> {
-        let manifest = Manifest::load(&self.manifest)?;
-        let data_dir = self.data_dir(&manifest);
-        Plan::new(manifest, Runtime::new(self.cache_dir.clone())?, &data_dir)
-    }
-
-    /// Plans and opens the app.
-    fn open(&self) -> Result<App> {
-        self.plan()?.open()
-    }
-
-    /// The data directory for this manifest.
-    fn data_dir(&self, manifest: &Manifest) -> PathBuf {
-        self.data.clone().unwrap_or_else(|| manifest.root().join(".moat"))
-    }
-
-    /// The running host to talk to: the one `--host` names, or the one
-    /// serving the data directory. `None`: open the app here.
-    fn remote(&self) -> Result<Option<Client>> {
-        if let Some(addr) = &self.host {
-            return Ok(Some(Client::new(addr)));
-        }
-        let data_dir = match &self.data {
-            Some(d) => d.clone(),
-            None => self.data_dir(&Manifest::load(&self.manifest)?),
-        };
-        Ok(control::host_serving(&data_dir).map(|addr| Client::new(&addr)))
-    }
-}
-
 /// Runs `moat` with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -161,22 +107,6 @@ fn run(cli: Cli) -> Result<Exit> {
     }
 }
 
-/// How long a one-shot command waits for events to settle before leaving
-/// the rest for the next run.
-const SETTLE_LIMIT: Duration = Duration::from_secs(60);
-
-/// Delivers pending events before a one-shot command exits.
-fn settle(app: &App) -> Result<()> {
-    let settled = app.settle(SETTLE_LIMIT)?;
-    if !settled.complete {
-        tracing::warn!(
-            "events are still pending after {}s (a handler keeps failing?); the next moat run delivers them",
-            SETTLE_LIMIT.as_secs()
-        );
-    }
-    Ok(())
-}
-
 /// Prints an error and its causes, cargo style.
 fn report(e: &anyhow::Error) {
     eprintln!("error: {e}");
@@ -189,14 +119,4 @@ fn report(e: &anyhow::Error) {
             }
         }
     }
-}
-
-/// A path as the user would type it: relative to the current directory when possible.
-fn shown(path: &Path) -> String {
-    std::env::current_dir()
-        .ok()
-        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| path.to_path_buf())
-        .display()
-        .to_string()
 }

@@ -2,7 +2,8 @@
 
 use anyhow::{Result, bail};
 
-use super::{Context, Exit, settle};
+use super::context::{Context, Exit, Target, settle};
+use crate::control::Replayed;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -15,31 +16,34 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
-    if let Some(host) = ctx.remote()? {
-        for r in host.replay(&args.component, &args.from)? {
-            print(&r.topic, &args.component, r.from_seq, r.pruned_through);
+    let replays = match ctx.target()? {
+        Target::Host(host) => host.replay(&args.component, &args.from)?,
+        Target::Here(app) => {
+            app.require(&args.component)?;
+            app.require(&args.from)?;
+            let replays = app.events().replay(&args.component, &args.from)?;
+            if replays.is_empty() {
+                bail!("`{}` does not handle events `{}` publishes", args.component, args.from);
+            }
+            settle(&app);
+            replays
+                .into_iter()
+                .map(|(sub, from_seq, pruned_through)| Replayed { topic: sub.topic, from_seq, pruned_through })
+                .collect()
         }
+    };
+    if ctx.json {
+        println!("{}", serde_json::to_string(&replays)?);
         return Ok(Exit::Ok);
     }
-    let app = ctx.open()?;
-    app.require(&args.component)?;
-    app.require(&args.from)?;
-    let replays = app.events().replay(&args.component, &args.from)?;
-    if replays.is_empty() {
-        bail!("`{}` does not handle events `{}` publishes", args.component, args.from);
+    for r in &replays {
+        match r.pruned_through {
+            Some(p) => println!(
+                "replaying {} events to `{}` from #{}; #{p} and earlier were pruned after the retention window",
+                r.topic, args.component, r.from_seq
+            ),
+            None => println!("replaying {} events to `{}` from #{}", r.topic, args.component, r.from_seq),
+        }
     }
-    for (sub, from, pruned) in &replays {
-        print(&sub.topic, &sub.subscriber, *from, *pruned);
-    }
-    settle(&app)?;
     Ok(Exit::Ok)
-}
-
-fn print(topic: &str, subscriber: &str, from: i64, pruned: Option<i64>) {
-    match pruned {
-        Some(p) => println!(
-            "replaying {topic} events to `{subscriber}` from #{from}; #{p} and earlier were pruned after the retention window"
-        ),
-        None => println!("replaying {topic} events to `{subscriber}` from #{from}"),
-    }
 }

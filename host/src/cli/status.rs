@@ -2,16 +2,16 @@
 
 use anyhow::Result;
 
-use super::{Context, Exit, shown};
+use super::context::{Context, Exit, Target, shown};
 use crate::app::Status;
 
 #[derive(clap::Args)]
 pub struct Args {}
 
 pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
-    let (status, host) = match ctx.remote()? {
-        Some(host) => (host.status()?, Some(host.addr().to_string())),
-        None => (ctx.open()?.status()?, None),
+    let (status, host) = match ctx.target()? {
+        Target::Host(host) => (host.status()?, Some(host.addr().to_string())),
+        Target::Here(app) => (app.status(), None),
     };
     if ctx.json {
         println!("{}", serde_json::to_string(&serde_json::json!({ "host": host, "status": status }))?);
@@ -102,7 +102,11 @@ fn print_local(status: &Status, host: Option<&str>) {
         for s in &status.subscriptions {
             let sub = &s.subscription;
             let route = format!("{} -> {} ({})", sub.publisher, sub.subscriber, sub.topic);
-            let failing = s.failing_attempts.map(|n| format!("retrying, attempt {n}")).unwrap_or_default();
+            let failing = match (s.failing_attempts, &s.last_error) {
+                (Some(n), Some(why)) => format!("failing, attempt {n}: {why}"),
+                (Some(n), None) => format!("retrying, attempt {n}"),
+                _ => String::new(),
+            };
             let latency = match (s.latency_p50_ms, s.latency_p99_ms) {
                 (Some(a), Some(b)) => format!("{a:.2}/{b:.2}"),
                 _ => "-".into(),

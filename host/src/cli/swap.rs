@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use super::{Context, Exit};
-use crate::swap::SwapReport;
+use super::context::{Context, Exit, Target};
+use crate::app::SwapReport;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,17 +31,14 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         }
         None => None,
     };
-    let report = match ctx.remote()? {
-        Some(host) => host.swap(&args.component, wasm, args.rollback)?,
-        None => {
-            // No host runs: swap in this process; the record in the data
-            // directory makes the next start run the new build.
-            let app = ctx.open()?;
-            match wasm {
-                Some(w) => app.swap(&args.component, &w)?,
-                None => app.rollback(&args.component)?,
-            }
-        }
+    let report = match ctx.target()? {
+        Target::Host(host) => host.swap(&args.component, wasm, args.rollback)?,
+        // No host runs: swap in this process; the record in the data
+        // directory makes the next start run the new build.
+        Target::Here(app) => match wasm {
+            Some(w) => app.swap(&args.component, &w)?,
+            None => app.rollback(&args.component)?,
+        },
     };
     print(ctx, &report)?;
     Ok(Exit::Ok)

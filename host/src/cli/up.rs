@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
-use super::{Context, Exit};
+use super::context::{Context, Exit};
 use crate::control::{DEFAULT_LISTEN, server};
 
 #[derive(clap::Args)]

@@ -7,10 +7,9 @@ use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{CallRequest, CallResponse, ErrorBody, ReplayRequest, Replayed, Retried, RetryRequest, SwapRequest};
-use crate::app::Status;
-use crate::events::dead_letters::DeadLetter;
-use crate::swap::SwapReport;
+use super::api::{CallRequest, CallResponse, ErrorBody, ReplayRequest, Replayed, Retried, RetryRequest, SwapRequest};
+use crate::app::{Status, SwapReport};
+use crate::events::DeadLetter;
 
 /// A connection to a running host.
 #[derive(Clone)]

@@ -5,114 +5,18 @@
 //! | request | body | answer |
 //! |---|---|---|
 //! | `POST /v1/call` | [`CallRequest`] | [`CallResponse`] |
-//! | `POST /v1/swap` | [`SwapRequest`] | [`SwapReport`](crate::swap::SwapReport) |
+//! | `POST /v1/swap` | [`SwapRequest`] | [`SwapReport`](crate::app::SwapReport) |
 //! | `GET /v1/status` | | [`Status`](crate::app::Status) |
-//! | `GET /v1/dlq/{component}` | | list of [`DeadLetter`](crate::events::dead_letters::DeadLetter) |
+//! | `GET /v1/dlq/{component}` | | list of [`DeadLetter`](crate::events::DeadLetter) |
 //! | `POST /v1/dlq/retry` | [`RetryRequest`] | list of [`Retried`] |
 //! | `POST /v1/replay` | [`ReplayRequest`] | list of [`Replayed`] |
 //!
 //! Failures answer `400` (bad input: unknown component or function,
-//! arguments that do not parse), `409` (a swap refused) or `500` (a call
-//! that failed), each with an [`ErrorBody`].
+//! arguments that do not parse), `409` (a swap refused: the build does not
+//! fit) or `500` (a call or a swap that failed), each with an [`ErrorBody`].
 
+pub mod api;
 pub mod client;
 pub mod server;
 
-use std::path::{Path, PathBuf};
-
-use serde::{Deserialize, Serialize};
-
-/// Where `moat up` listens unless told otherwise: loopback, on a port no
-/// well-known service uses.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7311";
-
-/// The file in the data directory that tells other `moat` commands where
-/// the host serving it listens.
-pub const ADDR_FILE: &str = "moat.addr";
-
-/// `POST /v1/call`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CallRequest {
-    /// The component.
-    pub component: String,
-    /// The call in WAVE: `get-product("PROD001")`.
-    pub call: String,
-    /// Wait until the events it published are delivered.
-    #[serde(default)]
-    pub wait: bool,
-}
-
-/// The answer to a call.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CallResponse {
-    /// The result in WAVE, if the function returns one.
-    pub wave: Option<String>,
-    /// The result as JSON.
-    pub json: Option<serde_json::Value>,
-    /// The function returned `err(...)`; its unit of work was rolled back.
-    pub returned_err: bool,
-}
-
-/// `POST /v1/swap`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SwapRequest {
-    /// The component.
-    pub component: String,
-    /// The new build (absolute, or relative to the host's directory).
-    pub wasm: Option<PathBuf>,
-    /// Go back to the build before the last swap instead.
-    #[serde(default)]
-    pub rollback: bool,
-}
-
-/// `POST /v1/dlq/retry`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RetryRequest {
-    /// The subscribing component.
-    pub component: String,
-    /// The dead letter, or `None` for all of them.
-    pub id: Option<i64>,
-}
-
-/// The outcome of redriving one dead letter.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Retried {
-    /// The dead letter.
-    pub id: i64,
-    /// `None` if it was handled; why it failed again otherwise.
-    pub failed: Option<String>,
-}
-
-/// `POST /v1/replay`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ReplayRequest {
-    /// The subscribing component.
-    pub component: String,
-    /// The publishing component.
-    pub from: String,
-}
-
-/// What a replay will deliver again.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Replayed {
-    /// The publishing package.
-    pub topic: String,
-    /// The first event delivered again.
-    pub from_seq: i64,
-    /// The last event pruned before it, if any was.
-    pub pruned_through: Option<i64>,
-}
-
-/// The body of every failure.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// What went wrong and what to do, as the CLI would print it.
-    pub error: String,
-}
-
-/// The address of the host serving `data_dir`, if one does: its address
-/// file exists and its lock is held.
-pub fn host_serving(data_dir: &Path) -> Option<String> {
-    let addr = std::fs::read_to_string(data_dir.join(ADDR_FILE)).ok()?;
-    crate::app::data_dir_in_use(data_dir).then(|| addr.trim().to_string())
-}
+pub use api::*;

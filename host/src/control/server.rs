@@ -18,11 +18,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::{
-    ADDR_FILE, CallRequest, CallResponse, ErrorBody, ReplayRequest, Replayed, Retried, RetryRequest, SwapRequest,
-};
-use crate::app::App;
-use crate::component::returned_err;
+use super::api::{CallRequest, CallResponse, ErrorBody, ReplayRequest, Replayed, Retried, RetryRequest, SwapRequest};
+use crate::app::{App, SwapError};
+use crate::component::{Redrive, returned_err};
+use crate::data_dir::ADDR_FILE;
 use crate::events::dead_letters;
 use crate::values;
 
@@ -129,12 +128,14 @@ fn failed(e: impl Into<anyhow::Error>) -> Failure {
 
 async fn call(State(app): State<Arc<App>>, Json(req): Json<CallRequest>) -> Result<Json<CallResponse>, Failure> {
     blocking(move || {
-        let (name, args) = values::split_call(&req.call).map_err(bad_input)?;
-        let function = app.function(&req.component, name).map_err(bad_input)?;
-        let params = values::parse_args(name, args, &function.ty).map_err(bad_input)?;
-        let results = app.call(&function, &params).map_err(failed)?;
-        if req.wait {
-            app.settle(SETTLE_LIMIT).map_err(failed)?;
+        let invocation = app.invocation(&req.component, &req.call).map_err(bad_input)?;
+        let results = app.invoke(&invocation).map_err(failed)?;
+        if req.wait
+            && let Err(e) = app.settle(SETTLE_LIMIT)
+        {
+            // The call committed: a problem delivering its events elsewhere
+            // is not its failure.
+            tracing::warn!("the call committed, but delivering its events failed: {e:#}");
         }
         Ok(CallResponse {
             wave: results.first().map(values::to_wave),
@@ -148,7 +149,7 @@ async fn call(State(app): State<Arc<App>>, Json(req): Json<CallRequest>) -> Resu
 async fn swap(
     State(app): State<Arc<App>>,
     Json(req): Json<SwapRequest>,
-) -> Result<Json<crate::swap::SwapReport>, Failure> {
+) -> Result<Json<crate::app::SwapReport>, Failure> {
     blocking(move || {
         app.require(&req.component).map_err(bad_input)?;
         let report = match (&req.wasm, req.rollback) {
@@ -156,19 +157,22 @@ async fn swap(
             (Some(wasm), false) => app.swap(&req.component, wasm),
             (None, false) => return Err(bad_input(anyhow::anyhow!("name the new build, or ask for a rollback"))),
         };
-        report.map_err(|e| Failure(StatusCode::CONFLICT, e))
+        report.map_err(|e| match e {
+            SwapError::Refused(why) => Failure(StatusCode::CONFLICT, anyhow::anyhow!(why)),
+            SwapError::Failed(e) => Failure(StatusCode::INTERNAL_SERVER_ERROR, e),
+        })
     })
     .await
 }
 
 async fn status(State(app): State<Arc<App>>) -> Result<Json<crate::app::Status>, Failure> {
-    blocking(move || app.status().map_err(failed)).await
+    blocking(move || Ok(app.status())).await
 }
 
 async fn dlq_list(
     State(app): State<Arc<App>>,
     Path(component): Path<String>,
-) -> Result<Json<Vec<dead_letters::DeadLetter>>, Failure> {
+) -> Result<Json<Vec<crate::events::DeadLetter>>, Failure> {
     blocking(move || {
         let c = app.require(&component).map_err(bad_input)?;
         dead_letters::list(c).map_err(failed)
@@ -189,8 +193,15 @@ async fn dlq_retry(State(app): State<Arc<App>>, Json(req): Json<RetryRequest>) -
         };
         let mut out = Vec::new();
         for letter in &chosen {
-            let outcome = dead_letters::retry(c, letter).map_err(failed)?;
-            out.push(Retried { id: letter.id, failed: outcome.err() });
+            let outcome = dead_letters::retry(c, letter.id).map_err(failed)?;
+            out.push(Retried {
+                id: letter.id,
+                failed: match &outcome {
+                    Redrive::FailedAgain(why) => Some(why.clone()),
+                    _ => None,
+                },
+                gone: outcome == Redrive::Gone,
+            });
         }
         Ok(out)
     })

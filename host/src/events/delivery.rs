@@ -1,55 +1,29 @@
-//! Delivery: moving events from each publisher's outbox to each subscriber,
-//! exactly once and in order.
+//! Applying one subscription's events to its subscriber, wherever they come
+//! from (a local outbox, or JetStream for a publisher on another host): the
+//! cursor, retries with backoff, dead letters, and latency.
 //!
-//! A route is one subscription. Its cursor lives in the subscriber's
-//! database and only moves in the transaction that applies the events it
-//! passes, so a crash at any moment leaves cursor and effects agreeing: on
-//! restart delivery resumes right after the last event that took effect.
-//! The dispatcher keeps a copy of each cursor in memory (it is the only
-//! writer) and reads outboxes through connections of its own, so reading
-//! never waits for a publisher's calls.
+//! The cursor lives in the subscriber's database and only moves in the unit
+//! of work that applies the events it passes, so a crash at any moment
+//! leaves cursor and effects agreeing: delivery resumes right after the last
+//! event that took effect. A copy is kept in memory (the route is its only
+//! writer).
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use anyhow::Result;
 
-use super::{OutboxEvent, Signal, Subscription, now_us};
-use crate::component::{Component, set_cursor};
+use super::dead_letters;
+use crate::component::Component;
+use crate::ledger::{self, OutboxEvent, now_us};
+use crate::wiring::Subscription;
 
-/// Delivers every subscription of an app.
-pub struct Dispatcher {
-    /// Replaced as a whole when a swap changes who subscribes to what.
-    routes: RwLock<Vec<Arc<Route>>>,
-    signal: Arc<Signal>,
-    last_prune: Mutex<Instant>,
-    /// Events also go to JetStream: prune none that is not there yet.
-    relaying: bool,
-}
-
-/// A subscription whose publisher runs in this host: events come from its
-/// outbox.
-struct Route {
-    /// A read-only connection to the publisher's database. Declared before
-    /// the components so that it closes first, and the publisher's own
-    /// connection, closing last, checkpoints and removes the WAL.
-    reader: Mutex<Connection>,
-    publisher: Arc<Component>,
-    delivery: Delivery,
-    /// Held for a whole step, so that two threads (the dispatcher and a
-    /// settling request) never deliver one route at once.
-    delivering: Mutex<()>,
-}
-
-/// Applying one subscription's events to its subscriber, wherever they come
-/// from (a local outbox, or JetStream for a publisher on another host): the
-/// cursor, retries with backoff, dead letters, and latency.
-pub(crate) struct Delivery {
-    pub(crate) sub: Subscription,
-    pub(crate) subscriber: Arc<Component>,
+/// One route's delivery into its subscriber.
+pub struct Delivery {
+    /// The subscription.
+    pub sub: Subscription,
+    /// The subscribing component.
+    pub subscriber: Arc<Component>,
     state: Mutex<RouteState>,
     /// Publish-to-applied times of the latest deliveries, in microseconds.
     latencies: Mutex<Latencies>,
@@ -93,6 +67,12 @@ struct RouteState {
     cursor: Option<i64>,
     /// The event that keeps failing, if one does.
     failing: Option<Failing>,
+    /// Why the route last failed, and when (ms since the Unix epoch).
+    last_error: Option<(String, i64)>,
+    /// Events applied, retried and dead-lettered on this route.
+    applied: u64,
+    retried: u64,
+    dead_lettered: u64,
 }
 
 struct Failing {
@@ -102,22 +82,13 @@ struct Failing {
 }
 
 /// What one pass over a route did.
-pub(crate) enum Step {
+pub enum Step {
     /// Nothing to deliver.
     Idle,
     /// Some events took effect (or were dead-lettered).
     Delivered(usize),
     /// An event failed; it is retried at this time.
     Waiting(Instant),
-}
-
-/// What a settle did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Settled {
-    /// Events that took effect or were dead-lettered.
-    pub delivered: usize,
-    /// False if the time ran out with events still pending.
-    pub complete: bool,
 }
 
 /// Where one subscription stands, for `moat status` and `moat events`.
@@ -131,321 +102,108 @@ pub struct RouteStatus {
     pub head: i64,
     /// Attempts at the event that keeps failing, if one does.
     pub failing_attempts: Option<u32>,
+    /// Why the route last failed, if it has, and when (ms since the Unix epoch).
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub last_error_ms: Option<i64>,
+    /// Events applied, retried and dead-lettered since the host started.
+    #[serde(default)]
+    pub applied: u64,
+    #[serde(default)]
+    pub retried: u64,
+    #[serde(default)]
+    pub dead_lettered: u64,
     /// Time from publish to applied, median and 99th percentile, in
     /// milliseconds, over the last deliveries (none yet: `None`).
     pub latency_p50_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
 }
 
-impl Dispatcher {
-    /// Builds a route for each subscription.
-    pub fn new(
-        subscriptions: &[Subscription],
-        components: &BTreeMap<String, Arc<Component>>,
-        signal: Arc<Signal>,
-        relaying: bool,
-    ) -> Result<Dispatcher> {
-        let dispatcher =
-            Dispatcher { routes: RwLock::default(), signal, last_prune: Mutex::new(Instant::now()), relaying };
-        dispatcher.update(subscriptions, components)?;
-        Ok(dispatcher)
-    }
-
-    /// Follows a change of who subscribes to what (after a swap): keeps the
-    /// routes that remain, with their state, and adds the new ones.
-    pub fn update(&self, subscriptions: &[Subscription], components: &BTreeMap<String, Arc<Component>>) -> Result<()> {
-        let current = self.routes();
-        let mut routes = Vec::new();
-        for sub in subscriptions {
-            let same = |r: &&Arc<Route>| {
-                let d = &r.delivery.sub;
-                d.publisher == sub.publisher && d.topic == sub.topic && d.subscriber == sub.subscriber
-            };
-            if let Some(route) = current.iter().find(same) {
-                routes.push(route.clone());
-                continue;
-            }
-            let publisher = components[&sub.publisher].clone();
-            let reader = Connection::open_with_flags(
-                publisher.db_path(),
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .with_context(|| format!("opening {} to read its outbox", publisher.db_path().display()))?;
-            routes.push(Arc::new(Route {
-                reader: Mutex::new(reader),
-                publisher,
-                delivery: Delivery::new(sub.clone(), components[&sub.subscriber].clone()),
-                delivering: Mutex::new(()),
-            }));
-        }
-        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
-        self.signal.notify();
-        Ok(())
-    }
-
-    fn routes(&self) -> Vec<Arc<Route>> {
-        self.routes.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The subscriptions it delivers.
-    pub fn subscriptions(&self) -> Vec<Subscription> {
-        self.routes().iter().map(|r| r.delivery.sub.clone()).collect()
-    }
-
-    /// Wakes the dispatcher (to see a stop request, say).
-    pub fn wake(&self) {
-        self.signal.notify();
-    }
-
-    /// Delivers until nothing is pending: every event applied or
-    /// dead-lettered, retries included. Gives up after `limit`, leaving the
-    /// rest for later (nothing is lost: the outbox keeps it).
-    pub fn settle(&self, limit: Duration) -> Result<Settled> {
-        let start = Instant::now();
-        let mut settled = Settled::default();
-        loop {
-            let (delivered, next_retry) = self.pass()?;
-            settled.delivered += delivered;
-            if delivered > 0 {
-                continue;
-            }
-            match next_retry {
-                None => {
-                    settled.complete = true;
-                    self.prune()?;
-                    return Ok(settled);
-                }
-                Some(at) if at.duration_since(start) > limit => return Ok(settled),
-                Some(at) => std::thread::sleep(at.saturating_duration_since(Instant::now())),
-            }
-        }
-    }
-
-    /// Delivers continuously until `stop` is set: woken by every commit that
-    /// published, by retries falling due, and once a second regardless.
-    pub fn run(&self, stop: &AtomicBool) {
-        while !stop.load(Ordering::Relaxed) {
-            let seen = self.signal.generation();
-            let wait = match self.pass() {
-                Ok((delivered, _)) if delivered > 0 => continue,
-                Ok((_, Some(at))) => at.saturating_duration_since(Instant::now()).min(Duration::from_secs(1)),
-                Ok((_, None)) => Duration::from_secs(1),
-                Err(e) => {
-                    tracing::error!("delivering events: {e:#}");
-                    Duration::from_secs(1)
-                }
-            };
-            if let Err(e) = self.prune_now_and_then() {
-                tracing::error!("pruning delivered events: {e:#}");
-            }
-            self.signal.wait(seen, wait);
-        }
-    }
-
-    /// One pass over every route: the events delivered, and the earliest
-    /// time a failed event is due again.
-    fn pass(&self) -> Result<(usize, Option<Instant>)> {
-        let (mut delivered, mut next) = (0, None::<Instant>);
-        for route in &self.routes() {
-            match route.step()? {
-                Step::Idle => {}
-                Step::Delivered(n) => delivered += n,
-                Step::Waiting(at) => next = Some(next.map_or(at, |n| n.min(at))),
-            }
-        }
-        Ok((delivered, next))
-    }
-
-    /// Where each subscription stands.
-    pub fn status(&self) -> Result<Vec<RouteStatus>> {
-        self.routes().iter().map(|route| route.delivery.status(route.head()?)).collect()
-    }
-
-    /// Rewinds `subscriber`'s cursor on `publisher` to the oldest event still
-    /// kept, so the next settle delivers every kept event again. Returns the
-    /// first sequence to be redelivered and the last pruned, if any was.
-    pub fn replay(&self, subscriber: &str, publisher: &str) -> Result<Vec<(Subscription, i64, Option<i64>)>> {
-        let mut replays = Vec::new();
-        for route in self
-            .routes()
-            .iter()
-            .filter(|r| r.delivery.sub.subscriber == subscriber && r.delivery.sub.publisher == publisher)
-        {
-            let _delivering = route.delivering.lock().unwrap_or_else(|p| p.into_inner());
-            let topic = route.delivery.sub.topic.clone();
-            let first: Option<i64> = route
-                .read(|c| c.query_row("SELECT min(seq) FROM _moat_outbox WHERE topic = ?1", [&topic], |r| r.get(0)))?;
-            let pruned: Option<i64> = route.read(|c| {
-                c.query_row("SELECT value FROM _moat_meta WHERE key = ?1", [format!("pruned:{topic}")], |r| r.get(0))
-                    .optional()
-            })?;
-            let from = first.unwrap_or_else(|| pruned.unwrap_or(0) + 1);
-            route.delivery.rewind(from - 1)?;
-            replays.push((route.delivery.sub.clone(), from, pruned));
-        }
-        Ok(replays)
-    }
-
-    fn prune_now_and_then(&self) -> Result<()> {
-        let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());
-        if last.elapsed() < Duration::from_secs(10) {
-            return Ok(());
-        }
-        *last = Instant::now();
-        drop(last);
-        self.prune()
-    }
-
-    /// Deletes events every subscriber has, once they are older than the
-    /// publisher's retention; records the last pruned sequence for `replay`.
-    fn prune(&self) -> Result<()> {
-        let routes = self.routes();
-        let mut upto: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for route in &routes {
-            let cursor = route.delivery.cursor()?;
-            let key = (route.delivery.sub.publisher.as_str(), route.delivery.sub.topic.as_str());
-            upto.entry(key).and_modify(|c| *c = (*c).min(cursor)).or_insert(cursor);
-        }
-        for ((publisher, topic), cursor) in upto {
-            let route = routes.iter().find(|r| r.delivery.sub.publisher == publisher).expect("a route per key");
-            let retention = route.publisher.spec().events.retention_secs;
-            let before = now_us() - (retention.min(i64::MAX as u64 / 1_000_000) as i64) * 1_000_000;
-            let relaying = self.relaying;
-            route.publisher.with_db(|c| {
-                let relayed: i64 = if relaying {
-                    c.query_row("SELECT value FROM _moat_meta WHERE key = ?1", [format!("relayed:{topic}")], |r| r.get(0))
-                        .optional()?
-                        .unwrap_or(0)
-                } else {
-                    i64::MAX
-                };
-                let cursor = cursor.min(relayed);
-                let last: Option<i64> = c.query_row(
-                    "SELECT max(seq) FROM _moat_outbox WHERE topic = ?1 AND seq <= ?2 AND published_us < ?3",
-                    rusqlite::params![topic, cursor, before],
-                    |r| r.get(0),
-                )?;
-                if let Some(last) = last {
-                    c.execute("DELETE FROM _moat_outbox WHERE topic = ?1 AND seq <= ?2", rusqlite::params![topic, last])?;
-                    c.execute(
-                        "INSERT INTO _moat_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        rusqlite::params![format!("pruned:{topic}"), last],
-                    )?;
-                }
-                Ok(())
-            })?;
-        }
-        Ok(())
-    }
-}
-
-impl Route {
-    fn read<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(f(&conn)?)
-    }
-
-    /// The publisher's last event on this topic.
-    fn head(&self) -> Result<i64> {
-        let topic = &self.delivery.sub.topic;
-        let head: Option<i64> =
-            self.read(|c| c.query_row("SELECT max(seq) FROM _moat_outbox WHERE topic = ?1", [topic], |r| r.get(0)))?;
-        Ok(head.unwrap_or(0))
-    }
-
-    /// Reads the events after the cursor from the outbox and applies them.
-    fn step(&self) -> Result<Step> {
-        let _delivering = self.delivering.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(at) = self.delivery.not_before() {
-            return Ok(Step::Waiting(at));
-        }
-        let cursor = self.delivery.cursor()?;
-        let batch_size = self.delivery.subscriber.spec().events.batch;
-        let topic = &self.delivery.sub.topic;
-        let batch: Vec<OutboxEvent> = self.read(|c| {
-            c.prepare_cached(
-                "SELECT seq, event, payload, published_us FROM _moat_outbox
-                 WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?
-            .query_map(rusqlite::params![topic, cursor, batch_size], |r| {
-                Ok(OutboxEvent {
-                    seq: r.get(0)?,
-                    topic: topic.clone(),
-                    event: r.get(1)?,
-                    payload: r.get(2)?,
-                    published_us: r.get(3)?,
-                })
-            })?
-            .collect()
-        })?;
-        if batch.is_empty() {
-            return Ok(Step::Idle);
-        }
-        self.delivery.apply(&batch)
-    }
-}
-
 impl Delivery {
-    pub(crate) fn new(sub: Subscription, subscriber: Arc<Component>) -> Delivery {
+    /// Delivery of `sub` into `subscriber`.
+    pub fn new(sub: Subscription, subscriber: Arc<Component>) -> Delivery {
         Delivery { sub, subscriber, state: Mutex::default(), latencies: Mutex::default() }
     }
 
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, RouteState> {
+    fn lock_state(&self) -> MutexGuard<'_, RouteState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The subscriber's cursor: from memory, or read once from its database.
-    pub(crate) fn cursor(&self) -> Result<i64> {
+    pub fn cursor(&self) -> Result<i64> {
         if let Some(c) = self.lock_state().cursor {
             return Ok(c);
         }
         let (publisher, topic) = (&self.sub.publisher, &self.sub.topic);
-        let cursor = self.subscriber.with_db(|c| {
-            c.query_row("SELECT seq FROM _moat_cursor WHERE publisher = ?1 AND topic = ?2", [publisher, topic], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map(|c| c.unwrap_or(0))
-        })?;
+        let cursor = self.subscriber.read_db(|c| ledger::cursor(c, publisher, topic))?;
         self.lock_state().cursor = Some(cursor);
         Ok(cursor)
     }
 
     /// When a failed event is due again, if it is not yet.
-    pub(crate) fn not_before(&self) -> Option<Instant> {
+    pub fn not_before(&self) -> Option<Instant> {
         self.lock_state().failing.as_ref().map(|f| f.retry_at).filter(|at| Instant::now() < *at)
     }
 
     /// Moves the cursor back to `to` (for replay).
-    fn rewind(&self, to: i64) -> Result<()> {
+    pub fn rewind(&self, to: i64) -> Result<()> {
         let (publisher, topic) = (&self.sub.publisher, &self.sub.topic);
-        self.subscriber.with_db(|c| set_cursor(c, publisher, topic, to))?;
-        *self.lock_state() = RouteState { cursor: Some(to), failing: None };
+        self.subscriber.with_db(|c| ledger::set_cursor(c, publisher, topic, to))?;
+        let mut state = self.lock_state();
+        state.cursor = Some(to);
+        state.failing = None;
         Ok(())
     }
 
+    /// Records a failure of the route itself (its outbox could not be read,
+    /// its worker panicked), for status.
+    pub fn record_error(&self, error: &str) {
+        self.lock_state().last_error = Some((ledger::bounded(error).to_string(), ledger::now_ms()));
+    }
+
     /// Where this subscription stands, given the publisher's head.
-    pub(crate) fn status(&self, head: i64) -> Result<RouteStatus> {
-        let cursor = self.cursor()?;
-        let failing_attempts = self.lock_state().failing.as_ref().map(|f| f.attempts);
+    pub fn status(&self, head: i64) -> RouteStatus {
+        let cursor = self.lock_state().cursor;
+        let cursor = match cursor {
+            Some(c) => c,
+            None => self.cursor().unwrap_or(0),
+        };
+        let state = self.lock_state();
         let latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(RouteStatus {
+        RouteStatus {
             subscription: self.sub.clone(),
             cursor,
             head,
-            failing_attempts,
+            failing_attempts: state.failing.as_ref().map(|f| f.attempts),
+            last_error: state.last_error.as_ref().map(|(e, _)| e.clone()),
+            last_error_ms: state.last_error.as_ref().map(|(_, at)| *at),
+            applied: state.applied,
+            retried: state.retried,
+            dead_lettered: state.dead_lettered,
             latency_p50_ms: latencies.quantile(0.5),
             latency_p99_ms: latencies.quantile(0.99),
-        })
+        }
     }
 
     /// Applies a batch of events that follow the cursor, in order. A failure
     /// is retried with backoff (the caller offers the batch again once
-    /// `not_before` passes) and, after the last attempt, dead-lettered.
-    pub(crate) fn apply(&self, batch: &[OutboxEvent]) -> Result<Step> {
+    /// `not_before` passes) and, after the last attempt, dead-lettered. A
+    /// failure of the subscriber itself (it cannot be instantiated, its
+    /// database is full) is retried with backoff for as long as it lasts.
+    pub fn apply(&self, batch: &[OutboxEvent]) -> Result<Step> {
         let settings = &self.subscriber.spec().events;
-        let topic = &self.sub.topic;
-        let handled = self.subscriber.handle_events(&self.sub.publisher, topic, batch)?;
+        let (subscriber, publisher, topic) = (self.subscriber.name(), &self.sub.publisher, &self.sub.topic);
+        let handled = match self.subscriber.handle_events(publisher, topic, batch) {
+            Ok(handled) => handled,
+            Err(e) => {
+                let why = format!("{e:#}");
+                let Some(first) = batch.first() else { return Ok(Step::Idle) };
+                let retry_at = self.retry(first.seq, &why, None);
+                tracing::warn!(subscriber, publisher, "delivering events failed, retrying: {why}");
+                return Ok(Step::Waiting(retry_at));
+            }
+        };
         if handled.applied > 0 {
             let now = now_us();
             let mut latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
@@ -453,32 +211,66 @@ impl Delivery {
                 latencies.record(now - event.published_us);
             }
         }
-        let mut state = self.lock_state();
-        if let Some(through) = handled.through {
-            state.cursor = Some(through);
+        {
+            let mut state = self.lock_state();
+            state.applied += handled.applied as u64;
+            if let Some(through) = handled.through {
+                state.cursor = Some(through);
+            }
+            if handled.failed.is_none() {
+                state.failing = None;
+                return Ok(Step::Delivered(handled.applied));
+            }
         }
-        let Some((seq, error)) = handled.failed else {
-            state.failing = None;
-            return Ok(Step::Delivered(handled.applied));
+        let (seq, error) = handled.failed.expect("checked above");
+        let attempts = {
+            let state = self.lock_state();
+            match &state.failing {
+                Some(f) if f.seq == seq => f.attempts.saturating_add(1),
+                _ => 1,
+            }
         };
-        let attempts = match &state.failing {
-            Some(f) if f.seq == seq => f.attempts + 1,
-            _ => 1,
-        };
-        let (subscriber, publisher) = (self.subscriber.name(), &self.sub.publisher);
         if attempts >= settings.max_attempts {
             let event = batch.iter().find(|e| e.seq == seq).expect("the failed event is in the batch");
-            super::dead_letters::bury(&self.subscriber, publisher, event, &error, attempts)?;
+            if let Err(e) = dead_letters::bury(&self.subscriber, publisher, event, &error, attempts) {
+                let why = format!("moving event #{seq} to the dead letters failed: {e:#}");
+                let retry_at = self.retry(seq, &why, Some(attempts - 1));
+                return Ok(Step::Waiting(retry_at));
+            }
             tracing::warn!(subscriber, publisher, seq, attempts, "dead-lettered {} event: {error}", event.event);
+            let mut state = self.lock_state();
             state.cursor = Some(seq);
             state.failing = None;
+            state.dead_lettered += 1;
+            state.last_error = Some((format!("#{seq} dead-lettered: {}", ledger::bounded(&error)), ledger::now_ms()));
             return Ok(Step::Delivered(handled.applied + 1));
         }
-        let backoff = Duration::from_millis(settings.retry_backoff_ms.saturating_mul(1 << (attempts - 1).min(20)))
-            .min(Duration::from_secs(60));
-        let retry_at = Instant::now() + backoff;
-        tracing::info!(subscriber, publisher, seq, attempts, "handler failed, retrying in {backoff:?}: {error}");
-        state.failing = Some(Failing { seq, attempts, retry_at });
+        let retry_at = self.retry(seq, &error, Some(attempts));
+        tracing::info!(subscriber, publisher, seq, attempts, "handler failed, retrying: {error}");
         Ok(if handled.applied > 0 { Step::Delivered(handled.applied) } else { Step::Waiting(retry_at) })
+    }
+
+    /// Schedules the next attempt at `seq`: the `attempts`-th failure of the
+    /// event, or (`None`) a failure that was not the event's, retried each
+    /// second without counting against it.
+    fn retry(&self, seq: i64, error: &str, attempts: Option<u32>) -> Instant {
+        let settings = &self.subscriber.spec().events;
+        let mut state = self.lock_state();
+        let (attempts, backoff) = match attempts {
+            Some(n) => {
+                let exponent = n.saturating_sub(1).min(20);
+                let backoff = Duration::from_millis(settings.retry_backoff_ms.saturating_mul(1 << exponent));
+                (n, backoff.min(Duration::from_secs(60)))
+            }
+            None => {
+                let kept = state.failing.as_ref().filter(|f| f.seq == seq).map_or(0, |f| f.attempts);
+                (kept, Duration::from_secs(1))
+            }
+        };
+        let retry_at = Instant::now() + backoff.max(Duration::from_millis(1));
+        state.failing = Some(Failing { seq, attempts, retry_at });
+        state.retried += 1;
+        state.last_error = Some((ledger::bounded(error).to_string(), ledger::now_ms()));
+        retry_at
     }
 }

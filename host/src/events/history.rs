@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
-use super::Subscription;
+use crate::ledger;
+use crate::wiring::Subscription;
 
 /// One published event, with its delivery to each subscriber.
 #[derive(Debug, Clone, Serialize)]
@@ -61,66 +62,51 @@ pub fn read(
     subscriptions: &[Subscription],
     publisher: &str,
     after: i64,
-    limit: usize,
+    limit: u32,
 ) -> Result<Vec<Published>> {
     let Some(conn) = open(&db(publisher))? else { return Ok(Vec::new()) };
-    let mut events: Vec<Published> = conn
-        .prepare(
-            "SELECT seq, topic, event, payload, published_us FROM _moat_outbox
-             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?
-        .query_map(rusqlite::params![after, limit as i64], |r| {
-            Ok(Published {
-                publisher: publisher.to_string(),
-                seq: r.get(0)?,
-                topic: r.get(1)?,
-                event: r.get(2)?,
-                payload: r.get(3)?,
-                published_us: r.get(4)?,
-                delivery: Vec::new(),
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()
-        .with_context(|| format!("reading the outbox of `{publisher}`"))?;
+    let events =
+        ledger::history(&conn, after, limit).with_context(|| format!("reading the outbox of `{publisher}`"))?;
 
     // Each subscriber's cursor and dead letters, per topic.
     let mut state: BTreeMap<(&str, &str), (i64, BTreeSet<i64>)> = BTreeMap::new();
     for sub in subscriptions.iter().filter(|s| s.publisher == publisher) {
-        let (cursor, dead) = match open(&db(&sub.subscriber))? {
+        let seen = match open(&db(&sub.subscriber))? {
             None => (0, BTreeSet::new()),
             Some(c) => {
-                let cursor: Option<i64> = c
-                    .query_row(
-                        "SELECT seq FROM _moat_cursor WHERE publisher = ?1 AND topic = ?2",
-                        [publisher, sub.topic.as_str()],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let dead = c
-                    .prepare("SELECT seq FROM _moat_dead_letter WHERE publisher = ?1 AND topic = ?2")?
-                    .query_map([publisher, sub.topic.as_str()], |r| r.get(0))?
-                    .collect::<rusqlite::Result<BTreeSet<i64>>>()?;
-                (cursor.unwrap_or(0), dead)
+                (ledger::cursor(&c, publisher, &sub.topic)?, ledger::dead_letter_seqs(&c, publisher, &sub.topic)?)
             }
         };
-        state.insert((sub.subscriber.as_str(), sub.topic.as_str()), (cursor, dead));
+        state.insert((sub.subscriber.as_str(), sub.topic.as_str()), seen);
     }
-    for event in &mut events {
-        for ((subscriber, topic), (cursor, dead)) in &state {
-            if *topic != event.topic {
-                continue;
+    Ok(events
+        .into_iter()
+        .map(|event| {
+            let delivery = state
+                .iter()
+                .filter(|((_, topic), _)| *topic == event.topic)
+                .map(|((subscriber, _), (cursor, dead))| {
+                    let d = if dead.contains(&event.seq) {
+                        Delivery::DeadLettered
+                    } else if *cursor >= event.seq {
+                        Delivery::Applied
+                    } else {
+                        Delivery::Pending
+                    };
+                    (subscriber.to_string(), d)
+                })
+                .collect();
+            Published {
+                publisher: publisher.to_string(),
+                seq: event.seq,
+                topic: event.topic,
+                event: event.event,
+                payload: event.payload,
+                published_us: event.published_us,
+                delivery,
             }
-            let delivery = if dead.contains(&event.seq) {
-                Delivery::DeadLettered
-            } else if *cursor >= event.seq {
-                Delivery::Applied
-            } else {
-                Delivery::Pending
-            };
-            event.delivery.push((subscriber.to_string(), delivery));
-        }
-    }
-    Ok(events)
+        })
+        .collect())
 }
 
 /// Opens a database read-only; `None` if it does not exist yet (or has no
@@ -132,7 +118,5 @@ fn open(path: &Path) -> Result<Option<Connection>> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .with_context(|| format!("opening {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let has_outbox: bool =
-        conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = '_moat_outbox'", [], |r| r.get(0))?;
-    Ok(has_outbox.then_some(conn))
+    Ok(ledger::has_outbox(&conn)?.then_some(conn))
 }

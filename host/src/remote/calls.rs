@@ -14,11 +14,14 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use tokio::sync::watch;
 use wasmtime::component::Val;
-use wasmtime::component::types::Type;
+use wasmtime::component::types::{ComponentFunc, Type};
 
-use super::{Nats, codec, token};
+use super::codec;
+use super::connection::{Connection, token};
+use crate::capability::calls::Callee;
 use crate::component::Component;
 use crate::contract::InterfaceId;
+use crate::deadline::Deadline;
 
 /// The subject a component's calls go to.
 fn subject(component: &str) -> String {
@@ -28,31 +31,39 @@ fn subject(component: &str) -> String {
 /// A component that runs on another host, as its callers here see it.
 #[derive(Clone)]
 pub struct RemoteComponent {
-    nats: Arc<Nats>,
+    nats: Arc<Connection>,
     component: String,
-    timeout: Duration,
 }
 
+/// How long a call to another host may take when the caller has no
+/// deadline of its own (a call from the CLI).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl RemoteComponent {
-    /// `component`, reached through `nats`; a call that takes longer than
-    /// `timeout` fails.
-    pub fn new(nats: Arc<Nats>, component: &str, timeout: Duration) -> RemoteComponent {
-        RemoteComponent { nats, component: component.to_string(), timeout }
+    /// `component`, reached through `nats`.
+    pub fn new(nats: Arc<Connection>, component: &str) -> RemoteComponent {
+        RemoteComponent { nats, component: component.to_string() }
     }
+}
 
-    /// The same component, with another deadline (each caller's own).
-    pub fn with_timeout(&self, timeout: Duration) -> RemoteComponent {
-        RemoteComponent { timeout, ..self.clone() }
-    }
-
+impl Callee for RemoteComponent {
     /// Calls `func` of the interface `import` (as the caller imports it);
     /// decodes the results with the caller's result types.
-    pub fn call(&self, import: &InterfaceId, func: &str, params: &[Val], results: &[Type]) -> Result<Vec<Val>> {
+    fn call_import(
+        &self,
+        import: &InterfaceId,
+        func: &str,
+        ty: &ComponentFunc,
+        params: &[Val],
+        deadline: Option<Deadline>,
+    ) -> Result<Vec<Val>> {
+        let timeout = deadline.map_or(DEFAULT_TIMEOUT, |d| d.remaining());
+        let results: Vec<Type> = ty.results().collect();
         let body = codec::encode_all(params)?;
         let mut headers = HeaderMap::new();
         headers.insert("Moat-Import", import.to_string().as_str());
         headers.insert("Moat-Function", func);
-        let (subject, timeout, component) = (subject(&self.component), self.timeout, self.component.clone());
+        let (subject, component) = (subject(&self.component), self.component.clone());
         let reply = self.nats.run(move |n| async move {
             let request = async_nats::Request::new().headers(headers).payload(body.into()).timeout(Some(timeout));
             n.client.send_request(subject, request).await
@@ -69,13 +80,13 @@ impl RemoteComponent {
         if let Some(error) = reply.headers.as_ref().and_then(|h| h.get("Moat-Error")) {
             bail!("{}", error.as_str());
         }
-        codec::decode_all(results, &reply.payload)
+        codec::decode_all(&results, &reply.payload)
             .with_context(|| format!("reading the results of `{component}`.{func}"))
     }
 }
 
 /// Serves calls to a local component from other hosts, until `stop`.
-pub(super) async fn serve(nats: Arc<Nats>, component: Arc<Component>, mut stop: watch::Receiver<bool>) {
+pub(super) async fn serve(nats: Arc<Connection>, component: Arc<Component>, mut stop: watch::Receiver<bool>) {
     let subject = subject(component.name());
     loop {
         let subscribed = nats.client.queue_subscribe(subject.clone(), format!("moat.{}", component.name())).await;
@@ -135,8 +146,7 @@ fn answer(component: &Component, request: &async_nats::Message) -> Result<Vec<u8
     let version = component.version();
     let export = version
         .contract
-        .exports
-        .iter()
+        .public_exports()
         .find(|e| e.id.serves(&import))
         .with_context(|| format!("`{}` does not export {import}", component.name()))?;
     let f = export
@@ -144,6 +154,6 @@ fn answer(component: &Component, request: &async_nats::Message) -> Result<Vec<u8
         .with_context(|| format!("`{}` has no function `{func}` in {}", component.name(), export.name))?;
     let types: Vec<Type> = f.ty.params().map(|(_, t)| t).collect();
     let params = codec::decode_all(&types, &request.payload).context("reading the arguments")?;
-    let results = component.call_import(&import, &func, &params)?;
+    let results = component.call_import(&import, &func, &f.ty, &params, None)?;
     codec::encode_all(&results)
 }

@@ -20,13 +20,28 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
-use rusqlite::OptionalExtension;
 use tokio::sync::watch;
 
+use super::connection::{Connection, STREAM};
 use super::relay::subjects;
-use super::{ConsumerStatus, Nats, STREAM};
-use crate::events::OutboxEvent;
-use crate::events::delivery::{Delivery, Step};
+use crate::events::{Delivery, OutboxEvent, Step};
+use crate::ledger;
+
+/// How far a local subscriber is through another host's events.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ConsumerStatus {
+    pub subscriber: String,
+    pub publisher: String,
+    pub topic: String,
+    /// The subscriber's cursor on the publisher.
+    pub cursor: i64,
+    /// Messages JetStream holds for it and has not delivered, and delivered
+    /// but not acknowledged (`None`: NATS could not be asked).
+    pub pending: Option<u64>,
+    pub ack_pending: Option<u64>,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+}
 
 /// One subscription fed from JetStream.
 pub struct Consumer {
@@ -60,33 +75,18 @@ impl Consumer {
         }
     }
 
-    /// The `_moat_meta` key of the stream position.
-    fn position_key(&self) -> String {
-        format!("stream:{}/{}", self.delivery.sub.publisher, self.delivery.sub.topic)
-    }
-
     /// The stream sequence of the last message applied, as recorded.
     fn recorded_position(&self) -> Result<u64> {
-        let key = self.position_key();
-        let position: Option<i64> = self
-            .delivery
-            .subscriber
-            .with_db(|c| c.query_row("SELECT value FROM _moat_meta WHERE key = ?1", [&key], |r| r.get(0)).optional())?;
-        Ok(position.unwrap_or(0).max(0) as u64)
+        let sub = &self.delivery.sub;
+        self.delivery.subscriber.read_db(|c| ledger::stream_position(c, &sub.publisher, &sub.topic))
     }
 
     fn record_position(&self, position: u64) -> Result<()> {
-        let key = self.position_key();
-        self.delivery.subscriber.with_db(|c| {
-            c.execute(
-                "INSERT INTO _moat_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                rusqlite::params![key, position as i64],
-            )
-        })?;
-        Ok(())
+        let sub = &self.delivery.sub;
+        self.delivery.subscriber.with_db(|c| ledger::set_stream_position(c, &sub.publisher, &sub.topic, position))
     }
 
-    pub(super) async fn status(&self, nats: &Nats) -> Option<ConsumerStatus> {
+    pub(super) async fn status(&self, nats: &Connection) -> Option<ConsumerStatus> {
         let stream = nats.js.get_stream(STREAM).await.ok()?;
         let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(&self.durable).await.ok()?;
         let info = consumer.info().await.ok()?;
@@ -98,7 +98,7 @@ impl Consumer {
 
     pub(super) fn offline_status(&self) -> ConsumerStatus {
         let d = &self.delivery;
-        let route = d.status(0).ok();
+        let route = Some(d.status(0));
         ConsumerStatus {
             subscriber: d.sub.subscriber.clone(),
             publisher: d.sub.publisher.clone(),
@@ -112,7 +112,7 @@ impl Consumer {
     }
 }
 
-pub(super) async fn run(nats: Arc<Nats>, consumer: Arc<Consumer>, mut stop: watch::Receiver<bool>) {
+pub(super) async fn run(nats: Arc<Connection>, consumer: Arc<Consumer>, mut stop: watch::Receiver<bool>) {
     let mut failing = false;
     loop {
         let outcome = tokio::select! {
@@ -138,7 +138,7 @@ pub(super) async fn run(nats: Arc<Nats>, consumer: Arc<Consumer>, mut stop: watc
 }
 
 /// Fetches and applies until something fails.
-async fn consume(nats: &Nats, consumer: &Arc<Consumer>) -> Result<()> {
+async fn consume(nats: &Connection, consumer: &Arc<Consumer>) -> Result<()> {
     nats.ensure_stream().await?;
     let stream = nats.js.get_stream(STREAM).await.map_err(|e| anyhow!("{e}"))?;
     let after = {

@@ -21,6 +21,7 @@
 
 mod calls;
 pub mod codec;
+mod connection;
 mod consume;
 pub mod peers;
 mod relay;
@@ -29,29 +30,23 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
-use async_nats::jetstream;
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
+use crate::capability::publish::Signal;
 use crate::component::Component;
-use crate::events::delivery::Delivery;
-use crate::events::{Signal, Subscription};
+use crate::events::{Delivery, Subscription};
 use crate::manifest::NatsSettings;
 
 pub use calls::RemoteComponent;
-
-/// The stream every host relays events to.
-pub const STREAM: &str = "MOAT_EVENTS";
+pub use connection::{Connection, STREAM};
+pub use consume::ConsumerStatus;
+pub use relay::RelayStatus;
 
 /// A host's connection to NATS, and the tasks that carry its events and
 /// calls. Dropping it stops them.
 pub struct Nats {
-    settings: NatsSettings,
-    client: async_nats::Client,
-    js: jetstream::Context,
-    runtime: tokio::runtime::Runtime,
-    stop: watch::Sender<bool>,
+    conn: Arc<Connection>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// What the relays and consumers report, for `moat status`.
     relays: Mutex<BTreeMap<(String, String), Arc<relay::Progress>>>,
@@ -71,75 +66,41 @@ pub struct Wiring {
 }
 
 impl Nats {
-    /// Connects to NATS and makes sure the event stream exists. A server
-    /// that is down now is retried in the background; what needs it waits
-    /// or fails with a clear error meanwhile.
+    /// Connects to NATS and makes sure the event stream exists (best effort:
+    /// every task makes sure again before it works).
     pub fn connect(settings: &NatsSettings) -> Result<Arc<Nats>> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("moat-nats")
-            .enable_all()
-            .build()?;
-        let url = settings.url.clone();
-        let host = settings.host.clone();
-        let client = runtime
-            .block_on(async {
-                async_nats::ConnectOptions::new()
-                    .name(format!("moat host {host}"))
-                    .retry_on_initial_connect()
-                    .connection_timeout(Duration::from_secs(2))
-                    .event_callback(|event| async move { tracing::info!("nats: {event}") })
-                    .connect(&url)
-                    .await
-            })
-            .with_context(|| format!("connecting to NATS at {url}"))?;
-        let js = {
-            let _inside = runtime.enter();
-            jetstream::new(client.clone())
-        };
-        let (stop, _) = watch::channel(false);
-        let nats = Arc::new(Nats {
-            settings: settings.clone(),
-            client,
-            js,
-            runtime,
-            stop,
-            tasks: Mutex::default(),
-            relays: Mutex::default(),
-            consumers: Mutex::default(),
-        });
-        // Best effort now; every task makes sure again before it works.
+        let conn = Connection::connect(settings)?;
         let ensured =
-            nats.run(|n| async move { tokio::time::timeout(Duration::from_secs(2), n.ensure_stream()).await });
+            conn.run(|c| async move { tokio::time::timeout(Duration::from_secs(2), c.ensure_stream()).await });
         if !matches!(ensured, Ok(Ok(()))) {
             tracing::warn!("NATS at {} does not answer yet; events and calls across hosts wait for it", settings.url);
         }
-        Ok(nats)
+        Ok(Arc::new(Nats { conn, tasks: Mutex::default(), relays: Mutex::default(), consumers: Mutex::default() }))
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.conn
     }
 
     /// This host's name.
     pub fn host(&self) -> &str {
-        &self.settings.host
+        self.conn.host()
     }
 
-    /// Runs `f` on the NATS runtime and waits for it, from synchronous code
-    /// (a component call, the dispatcher, the CLI).
-    pub(crate) fn run<T, F>(self: &Arc<Self>, f: impl FnOnce(Arc<Nats>) -> F + Send + 'static) -> T
+    /// Runs `f` on the NATS runtime and waits for it.
+    pub fn run<T, F>(&self, f: impl FnOnce(Arc<Connection>) -> F + Send + 'static) -> T
     where
         F: std::future::Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let me = self.clone();
-        self.runtime.spawn(async move {
-            let _ = tx.send(f(me).await);
-        });
-        rx.recv().expect("the NATS runtime outlives its callers")
+        self.conn.run(f)
     }
 
     /// Starts relaying this host's events, consuming others' events for its
     /// subscribers, and serving its components' calls.
-    pub fn start(self: &Arc<Self>, wiring: Wiring) {
+    pub fn start(&self, wiring: Wiring) {
+        let conn = &self.conn;
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         for (publisher, topics) in wiring.publishers {
             for topic in topics {
@@ -149,33 +110,33 @@ impl Nats {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert((publisher.name().to_string(), topic.clone()), progress.clone());
                 let task = relay::run(
-                    self.clone(),
+                    conn.clone(),
                     publisher.clone(),
                     topic,
                     progress,
                     wiring.signal.clone(),
-                    self.stop.subscribe(),
+                    conn.stopping(),
                 );
-                tasks.push(self.runtime.spawn(task));
+                tasks.push(conn.spawn(task));
             }
         }
         for sub in wiring.incoming {
             let subscriber = wiring.components[&sub.subscriber].clone();
             let consumer = Arc::new(consume::Consumer::new(Delivery::new(sub, subscriber)));
             self.consumers.lock().unwrap_or_else(|p| p.into_inner()).push(consumer.clone());
-            tasks.push(self.runtime.spawn(consume::run(self.clone(), consumer, self.stop.subscribe())));
+            tasks.push(conn.spawn(consume::run(conn.clone(), consumer, conn.stopping())));
         }
         for component in wiring.components.values() {
-            tasks.push(self.runtime.spawn(calls::serve(self.clone(), component.clone(), self.stop.subscribe())));
+            tasks.push(conn.spawn(calls::serve(conn.clone(), component.clone(), conn.stopping())));
         }
         let components: Vec<Arc<Component>> = wiring.components.values().cloned().collect();
-        let me = self.clone();
-        tasks.push(self.runtime.spawn(async move { peers::announce_all(&me, &components).await }));
+        let me = conn.clone();
+        tasks.push(conn.spawn(async move { peers::announce_all(&me, &components).await }));
     }
 
     /// Waits until every local event is in JetStream (or `limit` passes):
     /// what a one-shot command does before it exits.
-    pub fn flush_relays(self: &Arc<Self>, limit: Duration) -> bool {
+    pub fn flush_relays(&self, limit: Duration) -> bool {
         let relays: Vec<Arc<relay::Progress>> =
             self.relays.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         let start = std::time::Instant::now();
@@ -190,40 +151,19 @@ impl Nats {
         }
     }
 
-    /// Creates the event stream if it does not exist.
-    async fn ensure_stream(&self) -> Result<()> {
-        self.js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: STREAM.to_string(),
-                subjects: vec!["moat.events.>".to_string()],
-                storage: jetstream::stream::StorageType::File,
-                duplicate_window: Duration::from_secs(120),
-                max_age: Duration::from_secs(7 * 24 * 3600),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow!("creating the JetStream stream {STREAM}: {e}"))?;
-        Ok(())
-    }
-
     /// Where NATS, the stream, the relays and the consumers stand.
-    pub fn status(self: &Arc<Self>) -> NatsStatus {
+    pub fn status(&self) -> NatsStatus {
         let relays = self
             .relays
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|((publisher, topic), p)| RelayStatus {
-                publisher: publisher.clone(),
-                topic: topic.clone(),
-                relayed: p.relayed(),
-                head: p.head(),
-            })
+            .map(|((publisher, topic), p)| p.status(publisher, topic))
             .collect();
         let consumers: Vec<Arc<consume::Consumer>> = self.consumers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let (stream, peers, consumers) = self.run(move |n| async move {
+        let (stream, peers, consumers) = self.conn.run(move |c| async move {
             let stream = async {
-                let mut s = n.js.get_stream(STREAM).await.ok()?;
+                let mut s = c.js.get_stream(STREAM).await.ok()?;
                 let info = s.info().await.ok()?;
                 Some(StreamStatus {
                     messages: info.state.messages,
@@ -233,27 +173,27 @@ impl Nats {
                 })
             };
             let stream = tokio::time::timeout(Duration::from_secs(2), stream).await.ok().flatten();
-            let peers = tokio::time::timeout(Duration::from_secs(2), peers::list(&n))
+            let peers = tokio::time::timeout(Duration::from_secs(2), peers::list(&c))
                 .await
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or_default();
             let mut out = Vec::new();
-            for c in &consumers {
+            for consumer in &consumers {
                 out.push(
-                    tokio::time::timeout(Duration::from_secs(2), c.status(&n))
+                    tokio::time::timeout(Duration::from_secs(2), consumer.status(&c))
                         .await
                         .ok()
                         .flatten()
-                        .unwrap_or_else(|| c.offline_status()),
+                        .unwrap_or_else(|| consumer.offline_status()),
                 );
             }
             (stream, peers, out)
         });
         NatsStatus {
-            url: self.settings.url.clone(),
-            host: self.settings.host.clone(),
-            connected: self.client.connection_state() == async_nats::connection::State::Connected,
+            url: self.conn.settings.url.clone(),
+            host: self.conn.settings.host.clone(),
+            connected: self.conn.client.connection_state() == async_nats::connection::State::Connected,
             stream,
             peers,
             relays,
@@ -264,7 +204,7 @@ impl Nats {
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.conn.stop();
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             t.abort();
@@ -298,36 +238,4 @@ pub struct StreamStatus {
     pub bytes: u64,
     pub first_seq: u64,
     pub last_seq: u64,
-}
-
-/// How far a publisher's outbox is in JetStream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RelayStatus {
-    pub publisher: String,
-    pub topic: String,
-    /// The last outbox event JetStream acknowledged.
-    pub relayed: i64,
-    /// The last outbox event.
-    pub head: i64,
-}
-
-/// How far a local subscriber is through another host's events.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ConsumerStatus {
-    pub subscriber: String,
-    pub publisher: String,
-    pub topic: String,
-    /// The subscriber's cursor on the publisher.
-    pub cursor: i64,
-    /// Messages JetStream holds for it and has not delivered, and delivered
-    /// but not acknowledged (`None`: NATS could not be asked).
-    pub pending: Option<u64>,
-    pub ack_pending: Option<u64>,
-    pub latency_p50_ms: Option<f64>,
-    pub latency_p99_ms: Option<f64>,
-}
-
-/// A subject token for a topic or name: NATS subjects split on `.`.
-pub(crate) fn token(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == ':' { c } else { '_' }).collect()
 }

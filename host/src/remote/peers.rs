@@ -15,7 +15,7 @@ use anyhow::{Result, anyhow};
 use async_nats::jetstream::stream;
 use serde::{Deserialize, Serialize};
 
-use super::{Nats, token};
+use super::connection::{Connection, token};
 use crate::component::Component;
 
 const PEERS: &str = "MOAT_PEERS";
@@ -36,7 +36,7 @@ pub struct Peer {
     pub announced_ms: i64,
 }
 
-async fn last_per_subject(nats: &Nats, name: &str, subjects: &str) -> Result<stream::Stream> {
+async fn last_per_subject(nats: &Connection, name: &str, subjects: &str) -> Result<stream::Stream> {
     nats.js
         .get_or_create_stream(stream::Config {
             name: name.to_string(),
@@ -50,7 +50,7 @@ async fn last_per_subject(nats: &Nats, name: &str, subjects: &str) -> Result<str
 }
 
 /// Announces what this host runs of `component`, with its build.
-pub async fn announce(nats: &Nats, component: &Component) -> Result<()> {
+pub async fn announce(nats: &Connection, component: &Component) -> Result<()> {
     let version = component.version();
     let compiled = &version.compiled;
     let builds = last_per_subject(nats, BUILDS, "moat.builds.>").await?;
@@ -69,7 +69,7 @@ pub async fn announce(nats: &Nats, component: &Component) -> Result<()> {
         host: nats.host().to_string(),
         version: version.contract.version().map(|v| v.to_string()),
         sha256: compiled.digest.clone(),
-        announced_ms: crate::events::now_ms(),
+        announced_ms: crate::ledger::now_ms(),
     };
     last_per_subject(nats, PEERS, "moat.peers.>").await?;
     nats.js
@@ -82,7 +82,7 @@ pub async fn announce(nats: &Nats, component: &Component) -> Result<()> {
 }
 
 /// Announces every local component, retrying until NATS answers.
-pub(super) async fn announce_all(nats: &Arc<Nats>, components: &[Arc<Component>]) {
+pub(super) async fn announce_all(nats: &Arc<Connection>, components: &[Arc<Component>]) {
     for component in components {
         let mut said = false;
         while let Err(e) = announce(nats, component).await {
@@ -96,7 +96,7 @@ pub(super) async fn announce_all(nats: &Arc<Nats>, components: &[Arc<Component>]
 }
 
 /// Every announced component.
-pub async fn list(nats: &Nats) -> Result<Vec<Peer>> {
+pub async fn list(nats: &Connection) -> Result<Vec<Peer>> {
     let peers_stream = last_per_subject(nats, PEERS, "moat.peers.>").await?;
     let mut info = peers_stream.info_with_subjects("moat.peers.>").await.map_err(|e| anyhow!("{e}"))?;
     let mut subjects = Vec::new();
@@ -117,7 +117,7 @@ pub async fn list(nats: &Nats) -> Result<Vec<Peer>> {
 }
 
 /// The build a peer announced for `component`, if any: its SHA-256 and bytes.
-pub async fn build_of(nats: &Nats, component: &str) -> Result<Option<(String, Vec<u8>)>> {
+pub async fn build_of(nats: &Connection, component: &str) -> Result<Option<(String, Vec<u8>)>> {
     let peers_stream = last_per_subject(nats, PEERS, "moat.peers.>").await?;
     let Ok(message) = peers_stream.get_last_raw_message_by_subject(&format!("moat.peers.{}", token(component))).await
     else {

@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use async_nats::HeaderMap;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
 
-use super::{Nats, token};
+use super::connection::{self, token};
+use crate::capability::publish::Signal;
 use crate::component::Component;
-use crate::events::Signal;
+use crate::ledger;
 
 /// Events sent before waiting for their acknowledgements.
 const WINDOW: usize = 500;
@@ -32,7 +33,28 @@ pub struct Progress {
     head: AtomicI64,
 }
 
+/// How far a publisher's outbox is in JetStream.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RelayStatus {
+    pub publisher: String,
+    pub topic: String,
+    /// The last outbox event JetStream acknowledged.
+    pub relayed: i64,
+    /// The last outbox event.
+    pub head: i64,
+}
+
 impl Progress {
+    /// For `moat status`.
+    pub fn status(&self, publisher: &str, topic: &str) -> RelayStatus {
+        RelayStatus {
+            publisher: publisher.to_string(),
+            topic: topic.to_string(),
+            relayed: self.relayed(),
+            head: self.head(),
+        }
+    }
+
     pub fn relayed(&self) -> i64 {
         self.relayed.load(Ordering::Relaxed)
     }
@@ -53,7 +75,7 @@ pub fn subjects(publisher: &str, topic: &str) -> String {
 }
 
 pub(super) async fn run(
-    nats: Arc<Nats>,
+    nats: Arc<connection::Connection>,
     publisher: Arc<Component>,
     topic: String,
     progress: Arc<Progress>,
@@ -123,20 +145,17 @@ impl Relay {
     }
 
     /// Relays what is new; returns how many events went out.
-    async fn once(&mut self, nats: &Nats, publisher: &Arc<Component>, progress: &Progress) -> Result<usize> {
+    async fn once(
+        &mut self,
+        nats: &connection::Connection,
+        publisher: &Arc<Component>,
+        progress: &Progress,
+    ) -> Result<usize> {
         let relayed = match self.relayed {
             Some(r) => r,
             None => {
-                let key = format!("relayed:{}", self.topic);
-                let p = publisher.clone();
-                let r = tokio::task::spawn_blocking(move || {
-                    p.with_db(|c| {
-                        c.query_row("SELECT value FROM _moat_meta WHERE key = ?1", [&key], |r| r.get::<_, i64>(0))
-                            .optional()
-                    })
-                })
-                .await??
-                .unwrap_or(0);
+                let (p, topic) = (publisher.clone(), self.topic.clone());
+                let r = tokio::task::spawn_blocking(move || p.read_db(|c| ledger::relayed(c, &topic))).await??;
                 progress.relayed.store(r, Ordering::Relaxed);
                 self.relayed = Some(r);
                 r
@@ -152,20 +171,15 @@ impl Relay {
             );
         }
         let reader = self.reader.as_ref().expect("opened above");
-        let head: Option<i64> =
-            reader.query_row("SELECT max(seq) FROM _moat_outbox WHERE topic = ?1", [&self.topic], |r| r.get(0))?;
-        progress.head.store(head.unwrap_or(0).max(relayed), Ordering::Relaxed);
-        let rows: Vec<(i64, String, String, i64)> = reader
-            .prepare_cached(
-                "SELECT seq, event, payload, published_us FROM _moat_outbox WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?
-            .query_map(rusqlite::params![self.topic, relayed, WINDOW as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let Some(last) = rows.last().map(|r| r.0) else { return Ok(0) };
+        let head = ledger::outbox_head(reader, &self.topic)?;
+        progress.head.store(head.max(relayed), Ordering::Relaxed);
+        let rows = ledger::outbox_after(reader, &self.topic, relayed, WINDOW as u32)?;
+        let Some(last) = rows.last().map(|r| r.seq) else { return Ok(0) };
 
         let mut acks = Vec::with_capacity(rows.len());
         let mut prev = relayed;
-        for (seq, event, payload, published_us) in &rows {
+        for row in &rows {
+            let (seq, event, payload, published_us) = (&row.seq, &row.event, &row.payload, &row.published_us);
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", format!("{}/{}/{seq}", publisher.name(), self.topic).as_str());
             headers.insert("Moat-Seq", seq.to_string().as_str());
@@ -189,16 +203,8 @@ impl Relay {
         }
 
         // Everything up to `last` is in JetStream: move the position.
-        let (p, key) = (publisher.clone(), format!("relayed:{}", self.topic));
-        tokio::task::spawn_blocking(move || {
-            p.with_db(|c| {
-                c.execute(
-                    "INSERT INTO _moat_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    rusqlite::params![key, last],
-                )
-            })
-        })
-        .await??;
+        let (p, topic) = (publisher.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || p.with_db(|c| ledger::set_relayed(c, &topic, last))).await??;
         self.relayed = Some(last);
         progress.relayed.store(last, Ordering::Relaxed);
         Ok(rows.len())

@@ -1,0 +1,301 @@
+//! The running app: opening the data directory and starting the
+//! components ([`Plan::open`]), then calling into them, delivering their
+//! events and reporting where they stand.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use wasmtime::component::Val;
+
+use super::invoke::{FunctionRef, Invocation, find_function};
+use super::plan::Plan;
+use crate::capability::calls::Callee;
+use crate::capability::publish::Signal;
+use crate::component::{CallError, Component, ComponentStatus, Version};
+use crate::contract::Contract;
+use crate::data_dir::{self, Acquired, DataLock};
+use crate::engine::Runtime;
+use crate::events::{Dispatcher, RouteStatus, Settled, Subscription};
+use crate::manifest::Manifest;
+use crate::remote::{self, Nats, RemoteComponent};
+use crate::wiring::Wiring;
+use crate::{capability, linker};
+
+/// A host came up and serves the data directory while a one-shot command
+/// waited for it: the command should go through that host.
+#[derive(Debug, thiserror::Error)]
+#[error("a moat host now serves the data directory, at {0}")]
+pub struct ServedElsewhere(pub String);
+
+impl Plan {
+    /// Locks the data directory (waiting for another one-shot moat to finish
+    /// with it), opens every component's database there and starts them.
+    /// If a host comes up meanwhile, fails with [`ServedElsewhere`].
+    pub fn open(self) -> Result<App> {
+        self.open_with(true)
+    }
+
+    /// Like [`Plan::open`], but refuses at once if another process holds
+    /// the data directory: what a long-running host wants.
+    pub fn open_now(self) -> Result<App> {
+        self.open_with(false)
+    }
+
+    fn open_with(self, wait: bool) -> Result<App> {
+        let data_dir = self.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        let lock = match DataLock::acquire(&data_dir, wait)? {
+            Acquired::Locked(lock) => lock,
+            Acquired::Served(addr) => bail!(ServedElsewhere(addr)),
+        };
+        let engine = self.runtime.engine().clone();
+        let signal = Arc::new(Signal::default());
+        let nats = self.manifest.nats.as_ref().map(Nats::connect).transpose()?;
+        let mut components: BTreeMap<String, Arc<Component>> = BTreeMap::new();
+        let mut remotes: BTreeMap<String, Remote> = BTreeMap::new();
+        for part in self.parts {
+            if part.remote.is_some() {
+                let nats = nats.clone().expect("a remote component implies [nats]");
+                let client = RemoteComponent::new(nats.connection().clone(), &part.name);
+                remotes.insert(part.name, Remote { contract: part.contract, client });
+                continue;
+            }
+            let linker = linker::build(&engine, &part.grants, |provider| callee(&components, &remotes, provider))?;
+            let pre = linker
+                .instantiate_pre(&part.compiled.component)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("linking component `{}`", part.name))?;
+            let version = Version::new(part.compiled, part.contract, part.grants, pre);
+            let db_path = data_dir::db_path(&data_dir, &part.name);
+            let component = Component::start(&engine, &part.name, part.spec, &db_path, version, signal.clone())?;
+            components.insert(part.name, Arc::new(component));
+        }
+        // Local publishers to local subscribers go through the dispatcher;
+        // events from other hosts come through JetStream.
+        let (local, incoming) = split_subscriptions(&self.wiring.subscriptions, &components);
+        let dispatcher = Dispatcher::new(&local, &components, signal.clone(), nats.is_some())?;
+        if let Some(nats) = &nats {
+            let publishers = components
+                .values()
+                .map(|c| (c.clone(), publish_topics(&c.version().grants)))
+                .filter(|(_, topics)| !topics.is_empty())
+                .collect();
+            nats.start(remote::Wiring { components: components.clone(), publishers, incoming, signal });
+        }
+        Ok(App {
+            dispatcher,
+            nats,
+            remotes,
+            runtime: self.runtime,
+            manifest: self.manifest,
+            data_dir,
+            components,
+            wiring: Mutex::new(self.wiring),
+            swapping: Mutex::new(()),
+            _lock: lock,
+        })
+    }
+}
+
+/// Who serves calls to `provider`: the component here, or its host through NATS.
+fn callee(
+    components: &BTreeMap<String, Arc<Component>>,
+    remotes: &BTreeMap<String, Remote>,
+    provider: &str,
+) -> Arc<dyn Callee> {
+    match components.get(provider) {
+        Some(c) => c.clone(),
+        None => Arc::new(remotes[provider].client.clone()),
+    }
+}
+
+/// Subscriptions between local components, and those of local subscribers
+/// to publishers on other hosts.
+pub(super) fn split_subscriptions(
+    all: &[Subscription],
+    components: &BTreeMap<String, Arc<Component>>,
+) -> (Vec<Subscription>, Vec<Subscription>) {
+    all.iter()
+        .filter(|s| components.contains_key(&s.subscriber))
+        .cloned()
+        .partition(|s| components.contains_key(&s.publisher))
+}
+
+/// A component on another host, as this one knows it.
+pub(crate) struct Remote {
+    /// Its contract, from the build the manifest names.
+    pub contract: Contract,
+    /// How to call it.
+    pub client: RemoteComponent,
+}
+
+/// The topics a component's grants let it publish.
+fn publish_topics(grants: &capability::Grants) -> Vec<String> {
+    grants
+        .iter()
+        .filter_map(|(_, g)| match g {
+            capability::Grant::Publish { topic } => Some(topic.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A running app.
+pub struct App {
+    /// Before the components: its outbox readers close first.
+    pub(super) dispatcher: Dispatcher,
+    /// The connection to other hosts, when the app spans hosts. Before the
+    /// components: its tasks stop first.
+    nats: Option<Arc<Nats>>,
+    /// Components that run on other hosts.
+    pub(super) remotes: BTreeMap<String, Remote>,
+    pub(crate) runtime: Runtime,
+    pub(super) manifest: Manifest,
+    data_dir: PathBuf,
+    pub(super) components: BTreeMap<String, Arc<Component>>,
+    /// The app as wired now: what a swap is checked against.
+    pub(super) wiring: Mutex<Wiring>,
+    /// Held during a swap: one at a time.
+    pub(super) swapping: Mutex<()>,
+    _lock: DataLock,
+}
+
+impl App {
+    /// Reads a call written in WAVE, `get-product("PROD001")`, against the
+    /// contract `component` serves now.
+    pub fn invocation(&self, component: &str, call: &str) -> Result<Invocation> {
+        Invocation::wave(component, &self.contract(component)?, call)
+    }
+
+    /// Runs an invocation as one unit of work of its component, here or on
+    /// the host that runs it.
+    pub fn invoke(&self, invocation: &Invocation) -> Result<Vec<Val>, CallError> {
+        self.call(&invocation.function, &invocation.params)
+    }
+
+    /// Calls a public function as one unit of work of its component, here
+    /// or on the host that runs it.
+    pub fn call(&self, f: &FunctionRef, params: &[Val]) -> Result<Vec<Val>, CallError> {
+        if let Some(remote) = self.remotes.get(&f.component) {
+            return remote.client.call_import(&f.interface(), &f.func, &f.ty, params, None).map_err(|source| {
+                CallError::Host {
+                    component: f.component.clone(),
+                    function: crate::component::qualified(&f.export, &f.func),
+                    source,
+                }
+            });
+        }
+        let component = self.components.get(&f.component).expect("a FunctionRef names a loaded component");
+        component.call(&f.export, &f.func, params)
+    }
+
+    /// Finds the public function a user named, as [`Plan::function`] does.
+    pub fn function(&self, component: &str, name: &str) -> Result<FunctionRef> {
+        find_function(component, &self.contract(component)?, name)
+    }
+
+    /// Calls a function written in WAVE, `get-product("PROD001")`.
+    pub fn call_wave(&self, component: &str, call: &str) -> Result<Vec<Val>> {
+        let invocation = self.invocation(component, call)?;
+        Ok(self.invoke(&invocation)?)
+    }
+
+    /// The contract `component` serves now, here or on its host.
+    fn contract(&self, component: &str) -> Result<Contract> {
+        if let Some(remote) = self.remotes.get(component) {
+            return Ok(remote.contract.clone());
+        }
+        Ok(self.require(component)?.version().contract.clone())
+    }
+
+    /// A component by name.
+    pub fn component(&self, name: &str) -> Option<&Arc<Component>> {
+        self.components.get(name)
+    }
+
+    /// A component of this host by name, or an error listing the components.
+    pub fn require(&self, name: &str) -> Result<&Arc<Component>> {
+        if self.remotes.contains_key(name) {
+            bail!("component `{name}` runs on another host (see {}): ask that host", self.manifest.path.display());
+        }
+        self.components.get(name).with_context(|| {
+            let names: Vec<&str> = self.manifest.components.keys().map(String::as_str).collect();
+            format!("no component `{name}` in {}; it has: {}", self.manifest.path.display(), names.join(", "))
+        })
+    }
+
+    /// Every component of this host, by name.
+    pub fn components(&self) -> impl Iterator<Item = &Arc<Component>> {
+        self.components.values()
+    }
+
+    /// Where every component and subscription stands.
+    pub fn status(&self) -> Status {
+        Status {
+            data_dir: self.data_dir.clone(),
+            components: self.components().map(|c| c.status()).collect(),
+            subscriptions: self.dispatcher.status(),
+            nats: self.nats.as_ref().map(|n| n.status()),
+        }
+    }
+
+    /// The event dispatcher.
+    pub fn events(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Delivers every pending event (and those they cause), retries
+    /// included, for at most `limit`. Across hosts, waits until this host's
+    /// events are in JetStream; other hosts apply them on their own time.
+    pub fn settle(&self, limit: Duration) -> Result<Settled> {
+        let mut settled = self.dispatcher.settle(limit)?;
+        if let Some(nats) = &self.nats {
+            // A healthy NATS takes milliseconds; an absent one should not hold
+            // a command for long: the outbox keeps the events for later.
+            if !nats.flush_relays(limit.min(Duration::from_secs(5))) {
+                tracing::warn!(
+                    "NATS has not taken this host's latest events yet; they wait in the outbox and are relayed when it answers"
+                );
+                settled.complete = false;
+            }
+        }
+        Ok(settled)
+    }
+
+    /// The connection to other hosts, if the app spans hosts.
+    pub fn nats(&self) -> Option<&Arc<Nats>> {
+        self.nats.as_ref()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Who serves calls to `provider` now.
+    pub(super) fn callee(&self, provider: &str) -> Arc<dyn Callee> {
+        callee(&self.components, &self.remotes, provider)
+    }
+}
+
+/// Where an app stands, for `moat status`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Each component.
+    pub components: Vec<ComponentStatus>,
+    /// Each subscription, with how far behind it is.
+    pub subscriptions: Vec<RouteStatus>,
+    /// NATS, when the app spans hosts.
+    pub nats: Option<remote::NatsStatus>,
+}

@@ -1,0 +1,134 @@
+//! Capability: calls to the interfaces other components export.
+//!
+//! A component that imports a public interface another component exports
+//! gets, for each imported function, a host function that forwards the call
+//! to whoever serves it now ([`Callee`]: a component in this process, or one
+//! on another host through NATS). The forwarding is generic: arguments and
+//! results pass as dynamic `Val`s, so the host needs no knowledge of shop
+//! types (the two sides' types were checked against each other when the
+//! import was granted, by `contract::func_fits`).
+//!
+//! The callee runs the call as its own unit of work on its own database:
+//! there is no distributed transaction. It gets what is left of the caller's
+//! deadline, at most its own. If it fails, the caller traps and its unit of
+//! work rolls back too.
+//!
+//! Only public interfaces are callable: not `P/handler` or
+//! `moat:platform/schema` (the host alone calls those), nor exports outside
+//! any package.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use anyhow::Result;
+use wasmtime::component::types::ComponentFunc;
+use wasmtime::component::{Linker, Val};
+
+use super::grant::{Asker, Grant};
+use crate::contract::{self, Interface, InterfaceId};
+use crate::deadline::Deadline;
+
+/// Who serves calls to a component: it, here, or its host, through NATS.
+pub trait Callee: Send + Sync {
+    /// Calls `func` of the exported interface that serves `import` (as the
+    /// caller imports it, `shop:product/catalog@1.0.0`), within `deadline`
+    /// at the latest; `ty` is the function as the caller sees it.
+    fn call_import(
+        &self,
+        import: &InterfaceId,
+        func: &str,
+        ty: &ComponentFunc,
+        params: &[Val],
+        deadline: Option<Deadline>,
+    ) -> Result<Vec<Val>>;
+}
+
+/// An import of a public interface another component of the app exports.
+pub fn grant(asker: &Asker<'_>, import: &Interface) -> Option<Result<Grant, String>> {
+    let id = &import.id;
+    if !contract::is_public(id) {
+        return Some(Err(if id.interface == "handler" && !id.package.is_empty() {
+            "only the host calls a handler: it delivers events to it; a component cannot import one".into()
+        } else {
+            "it is not a contract interface of any package, so no component can serve it".into()
+        }));
+    }
+    let providers: Vec<(&String, &Interface)> = asker
+        .app
+        .iter()
+        .filter(|(other, _)| other.as_str() != asker.name)
+        .filter_map(|(other, c)| c.exports.iter().find(|e| e.id.serves(id)).map(|e| (other, e)))
+        .collect();
+    let (provider, export) = match providers.as_slice() {
+        [one] => *one,
+        [] => {
+            let elsewhere: Vec<String> = asker
+                .app
+                .iter()
+                .flat_map(|(o, c)| {
+                    c.exports
+                        .iter()
+                        .filter(|e| e.id.unversioned() == id.unversioned())
+                        .map(move |e| format!("`{o}` exports {}", e.name))
+                })
+                .collect();
+            return Some(Err(if elsewhere.is_empty() {
+                "no loaded component exports it, and the host does not grant it: add the component that serves it to the manifest".to_string()
+            } else {
+                format!(
+                    "{}, not a compatible version (a consumer needs the same major version, and at least its minor)",
+                    elsewhere.join("; ")
+                )
+            }));
+        }
+        many => {
+            let names: Vec<&str> = many.iter().map(|(n, _)| n.as_str()).collect();
+            return Some(Err(format!(
+                "ambiguous: it is exported by {}; keep one of them in the manifest",
+                names.join(" and ")
+            )));
+        }
+    };
+    let mut problems = String::new();
+    for f in &import.funcs {
+        match export.func(&f.name) {
+            None => {
+                let _ = write!(problems, "; `{provider}` has no function `{}`", f.name);
+            }
+            Some(p) => {
+                if let Err(d) = contract::func_fits(&f.ty, &p.ty) {
+                    let _ = write!(problems, "; `{}` differs in `{provider}`: {d}", f.name);
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Some(Err(format!("`{provider}` exports {} but it does not fit{problems}", export.name)));
+    }
+    Some(Ok(Grant::Call { provider: provider.clone(), export: export.name.clone() }))
+}
+
+/// Defines every function of the imported interface `import`, each
+/// forwarding to `callee` with what is left of the caller's deadline
+/// (`deadline` reads it from the caller's state).
+pub fn forward<T: 'static>(
+    linker: &mut Linker<T>,
+    import: &Interface,
+    callee: Arc<dyn Callee>,
+    deadline: fn(&mut T) -> Option<Deadline>,
+) -> Result<()> {
+    let mut instance = linker.instance(&import.name)?;
+    let id = Arc::new(import.id.clone());
+    for func in &import.funcs {
+        let (callee, id, name) = (callee.clone(), id.clone(), Arc::<str>::from(func.name.as_str()));
+        instance.func_new(&func.name, move |mut store, ty, params, results| {
+            let until = deadline(store.data_mut());
+            let out = callee.call_import(&id, &name, &ty, params, until).map_err(|e| wasmtime::format_err!("{e:#}"))?;
+            for (slot, value) in results.iter_mut().zip(out) {
+                *slot = value;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
