@@ -13,7 +13,7 @@ DEMO   := target/demo
 
 # Components of the shop, and test-only components loaded by tests/.
 COMPONENTS      := product order product-v2
-TEST_COMPONENTS := probe stray listener forger ping tally relay product-major2 product-dropped product-bad-migrate product-trap-init
+TEST_COMPONENTS := probe stray listener forger ping tally relay product-major2 product-dropped product-bad-migrate product-trap-init hostile impostor init-writer sqlrunner
 
 GUEST_BUILD = $(CARGO) build --profile guest --target wasm32-wasip2
 

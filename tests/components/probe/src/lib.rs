@@ -1,4 +1,9 @@
 //! Test component: does what a test asks, reports what happened.
+//!
+//! Besides its `test:probe/probe` interface it exports two things that are
+//! not contracts: a plain-named interface `init` (like the `exports.init`
+//! componentize-py leaves) and a root-level function `run`. Each inserts a
+//! mark into the table `probe_marks`, so a test can tell whether it ran.
 
 mod bindings {
     wit_bindgen::generate!({
@@ -16,6 +21,8 @@ use bindings::exports::test::probe::probe::Guest;
 use bindings::test::probe::events::ProbeEvent;
 use bindings::test::probe::publish::publish;
 use moat_sdk::store::{self, Value};
+use std::io::Write as _;
+use std::time::Duration;
 
 struct Probe;
 
@@ -111,6 +118,79 @@ impl Guest for Probe {
         publish(&ProbeEvent::Note(note));
         panic!("trapping after publishing, as asked");
     }
+
+    fn sleep(ms: u64) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+
+    fn block() {
+        // One `subscribe-duration(u64::MAX)` and a wait on it per turn: about
+        // 584 years each, and another if the host cuts one short.
+        loop {
+            std::thread::sleep(Duration::from_nanos(u64::MAX));
+        }
+    }
+
+    fn write_then_sleep(sql: String, ms: u64) {
+        store::execute(&sql, &[]).expect("the write itself works");
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+
+    fn log_flood(lines: u32, bytes_per_line: u32) {
+        for i in 0..lines {
+            moat_sdk::log::info(&flood_line(i, bytes_per_line));
+        }
+    }
+
+    fn print_flood(lines: u32, bytes_per_line: u32) {
+        for i in 0..lines {
+            println!("{}", flood_line(i, bytes_per_line));
+        }
+    }
+
+    fn log_line(text: String) {
+        moat_sdk::log::info(&text);
+    }
+
+    fn print_raw(text: String) {
+        let mut out = std::io::stdout().lock();
+        // Best effort: a host that refuses the bytes is what a test looks at.
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    }
+
+    fn fail_with(bytes: u32) -> Result<(), String> {
+        Err("x".repeat(bytes as usize))
+    }
+}
+
+/// The plain-named `init` export: not a contract.
+impl bindings::exports::init::Guest for Probe {
+    fn init() {
+        mark("init");
+    }
+}
+
+/// The root-level `run` export: not a contract.
+impl bindings::Guest for Probe {
+    fn run() {
+        mark("run");
+    }
+}
+
+/// Records that a plain-named export ran, creating the table on demand.
+fn mark(note: &str) {
+    store::execute("CREATE TABLE IF NOT EXISTS probe_marks (note TEXT NOT NULL)", &[]).expect("creating probe_marks");
+    store::execute("INSERT INTO probe_marks (note) VALUES (?)", &[Value::Text(note.into())]).expect("marking");
+}
+
+/// Line `i` of a flood: "<i>:" then `x` up to exactly `len` bytes (the
+/// number cut short if `len` is smaller than it).
+fn flood_line(i: u32, len: u32) -> String {
+    let len = len as usize;
+    let mut line = format!("{i}:");
+    line.truncate(len);
+    line.extend(std::iter::repeat_n('x', len - line.len()));
+    line
 }
 
 fn text(v: Value) -> String {
