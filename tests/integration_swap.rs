@@ -121,13 +121,13 @@ fn incompatible_builds_are_refused_and_the_old_version_keeps_serving() {
     assert!(major.contains("swap of `product`"), "{major}");
     assert!(major.contains("refused; version 1.0.0 keeps serving"), "{major}");
     assert!(
-        major.contains("`order` imports shop:product/catalog@1.0.0, which the new build does not export in a compatible version (it exports shop:product/catalog@2.0.0"),
+        major.contains("`order` imports shop:product/catalog@1.0.0: `product` exports shop:product/catalog@2.0.0, not a compatible version"),
         "{major}"
     );
 
     let dropped = format!("{:#}", host.client.swap("product", Some(guest("product_dropped")), false).unwrap_err());
     assert!(
-        dropped.contains("`order` calls `get-product` of shop:product/catalog@1.0.0, and the new build's shop:product/catalog@1.2.0 has no such function"),
+        dropped.contains("`order` imports shop:product/catalog@1.0.0: `product` exports shop:product/catalog@1.2.0 but it does not fit; `product` has no function `get-product`"),
         "{dropped}"
     );
     assert!(dropped.contains("variant case `discontinued` is not known to the receiver"), "{dropped}");
