@@ -417,6 +417,7 @@ impl Component {
         let out = f(&mut unit);
         let (keep, trapped) = (unit.keep, unit.trapped);
         let state = guard.slot.live.as_mut().expect("ensured above").store.data_mut();
+        state.log.end_call();
         state.deadline = None;
         state.db.set_deadline(None);
         let published = state.outbox.published() > 0;

@@ -78,6 +78,39 @@ impl Slot {
     }
 }
 
+/// Something running under a deadline that another thread can interrupt.
+pub trait Watched: Send + Sync {
+    /// Whether its deadline is armed and has passed.
+    fn overdue(&self) -> bool;
+    /// Stops what it is doing.
+    fn interrupt(&self);
+}
+
+fn watched() -> &'static std::sync::Mutex<Vec<std::sync::Weak<dyn Watched>>> {
+    static WATCHED: OnceLock<std::sync::Mutex<Vec<std::sync::Weak<dyn Watched>>>> = OnceLock::new();
+    WATCHED.get_or_init(Default::default)
+}
+
+/// Watches `w` for as long as it lives.
+pub fn watch(w: std::sync::Weak<dyn Watched>) {
+    watched().lock().unwrap_or_else(|p| p.into_inner()).push(w);
+}
+
+/// Interrupts everything watched that is past its deadline (the engine's
+/// epoch thread calls this every tick), and forgets what is gone.
+pub fn sweep() {
+    let mut all = watched().lock().unwrap_or_else(|p| p.into_inner());
+    all.retain(|w| match w.upgrade() {
+        Some(w) => {
+            if w.overdue() {
+                w.interrupt();
+            }
+            true
+        }
+        None => false,
+    });
+}
+
 /// The error a call gets when it runs past its deadline, wherever it was.
 /// Kept as a type so that every layer can recognise it and say the same
 /// words (`describe_trap`).

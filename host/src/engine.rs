@@ -1,12 +1,21 @@
 //! The Wasmtime engine every component runs on, and the on-disk cache of
 //! compiled components.
 //!
-//! Compiling a component with Cranelift takes tens of milliseconds; loading a
-//! precompiled one takes a fraction of one. So the first load of a `.wasm`
-//! writes `<cache>/<sha256 of the wasm>-<engine hash>.cwasm`, and every later
-//! start or swap maps that file instead of compiling. The engine hash covers
-//! the Wasmtime version and every setting that changes generated code, so an
-//! upgraded host never loads an artifact it did not make.
+//! Compiling a component with Cranelift takes tens of milliseconds (seconds
+//! for a large one); loading a precompiled one takes a fraction of one. So
+//! the first load of a `.wasm` writes `<cache>/<sha256 of the wasm>-<engine
+//! hash>.cwasm`, and every later start or swap maps that file instead of
+//! compiling. The engine hash covers the Wasmtime version and every setting
+//! that changes generated code, so an upgraded host never loads an artifact
+//! it did not make.
+//!
+//! A cached artifact is native code the host runs, so the cache is trusted
+//! only if its directory and files are the current user's and nobody else
+//! can write them; otherwise moat compiles afresh (and says why, once).
+//!
+//! The `moat` binary compiles in a child process of its own
+//! ([`Compiler::Child`]): a running host's memory never holds a compiler's
+//! working set, and a compile that fails leaves it as it was.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -39,6 +48,17 @@ pub struct Compiled {
 pub struct Runtime {
     engine: Engine,
     cache_dir: Option<Arc<Path>>,
+    compiler: Compiler,
+}
+
+/// Where compiling happens.
+#[derive(Clone, Debug)]
+pub enum Compiler {
+    /// In this process (a library user, the tests).
+    InProcess,
+    /// In a child process: this executable (`moat`), run as
+    /// `moat __compile WASM OUT`.
+    Child(PathBuf),
 }
 
 impl Runtime {
@@ -62,12 +82,20 @@ impl Runtime {
                 while let Some(engine) = weak.upgrade() {
                     engine.increment_epoch();
                     drop(engine);
+                    // SQL that runs past its deadline inside one step.
+                    crate::deadline::sweep();
                     std::thread::sleep(EPOCH_TICK);
                 }
             })
             .context("starting the epoch thread")?;
 
-        Ok(Runtime { engine, cache_dir: cache_dir.map(Arc::from) })
+        Ok(Runtime { engine, cache_dir: cache_dir.map(Arc::from), compiler: Compiler::InProcess })
+    }
+
+    /// The same runtime, compiling with `compiler`.
+    pub fn with_compiler(mut self, compiler: Compiler) -> Runtime {
+        self.compiler = compiler;
+        self
     }
 
     /// The Wasmtime engine.
@@ -88,15 +116,17 @@ impl Runtime {
     pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Compiled> {
         check_is_component(path, bytes)?;
         let digest = sha256(bytes);
-
-        let cached = self.cache_dir.as_ref().map(|dir| dir.join(format!("{digest}-{}.cwasm", self.engine_hash())));
+        let cache = self.cache_dir.as_deref().filter(|dir| trusted(dir));
+        let cached = cache.map(|dir| dir.join(format!("{digest}-{}.cwasm", self.engine_hash())));
         if let Some(file) = &cached
             && file.exists()
+            && trusted(file)
         {
-            // SAFETY: the file is one this host wrote with
-            // `precompile_component` under a name that carries the
-            // source's SHA-256 and the engine's compatibility hash;
-            // Wasmtime also checks its header and refuses a mismatch.
+            // SAFETY: the file is the current user's alone, written by this
+            // host (or its compile child) with `precompile_component` under a
+            // name that carries the source's SHA-256 and the engine's
+            // compatibility hash; Wasmtime also checks its header and refuses
+            // a mismatch.
             match unsafe { Component::deserialize_file(&self.engine, file) } {
                 Ok(component) => {
                     return Ok(Compiled { component, source: path.into(), digest, compiled_now: false });
@@ -104,20 +134,43 @@ impl Runtime {
                 Err(e) => tracing::warn!(file = %file.display(), "ignoring unusable cached compile: {e}"),
             }
         }
-
-        let serialized = self
-            .engine
-            .precompile_component(bytes)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
-        if let Some(file) = &cached
-            && let Err(e) = write_atomically(file, &serialized)
-        {
-            tracing::warn!(file = %file.display(), "cannot write the compile cache: {e:#}");
+        if let Some(dir) = cache {
+            std::fs::create_dir_all(dir).ok();
         }
-        // SAFETY: `serialized` was produced by this engine a moment ago.
-        let component = unsafe { Component::deserialize(&self.engine, &serialized) }.map_err(anyhow::Error::from)?;
+        let component = match &self.compiler {
+            Compiler::InProcess => {
+                let serialized = self
+                    .engine
+                    .precompile_component(bytes)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
+                if let Some(file) = &cached
+                    && let Err(e) = write_atomically(file, &serialized)
+                {
+                    tracing::warn!(file = %file.display(), "cannot write the compile cache: {e:#}");
+                }
+                // SAFETY: `serialized` was produced by this engine a moment ago.
+                unsafe { Component::deserialize(&self.engine, &serialized) }.map_err(anyhow::Error::from)?
+            }
+            Compiler::Child(exe) => {
+                let scratch = tempfile::tempdir().context("making a directory to compile in")?;
+                let out = cached.clone().unwrap_or_else(|| scratch.path().join("out.cwasm"));
+                let input = scratch.path().join("in.wasm");
+                std::fs::write(&input, bytes).with_context(|| format!("writing {}", input.display()))?;
+                compile_in_child(exe, path, &input, &out)?;
+                // SAFETY: written a moment ago by this executable's compile
+                // child with the same engine settings (Wasmtime checks them).
+                unsafe { Component::deserialize_file(&self.engine, &out) }.map_err(anyhow::Error::from)?
+            }
+        };
         Ok(Compiled { component, source: path.into(), digest, compiled_now: true })
+    }
+
+    /// Compiles `wasm` to `out` in this process: what `moat __compile` does.
+    pub fn compile_to(&self, wasm: &Path, out: &Path) -> Result<()> {
+        let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+        let serialized = self.engine.precompile_component(&bytes).map_err(anyhow::Error::from)?;
+        write_atomically(out, &serialized)
     }
 
     fn engine_hash(&self) -> String {
@@ -125,6 +178,57 @@ impl Runtime {
         self.engine.precompile_compatibility_hash().hash(&mut hasher);
         format!("{:016x}", hasher.finish())
     }
+}
+
+/// Runs `exe __compile IN OUT`, saying what it does if it takes a while.
+fn compile_in_child(exe: &Path, shown: &Path, input: &Path, out: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new(exe)
+        .arg("__compile")
+        .arg(input)
+        .arg(out)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("starting {} to compile {}", exe.display(), shown.display()))?;
+    if !output.status.success() {
+        let why = String::from_utf8_lossy(&output.stderr);
+        let why = why.trim().trim_start_matches("error: ");
+        bail!("{} is not a valid WebAssembly component: {why}", shown.display());
+    }
+    tracing::debug!(wasm = %shown.display(), "compiled in {:?}", started.elapsed());
+    Ok(())
+}
+
+/// Whether a cache directory or file is the current user's alone: owned by
+/// them and not writable by anyone else. Says why not, once per path.
+fn trusted(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(path) else { return true };
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let why = if meta.uid() != me {
+            Some(format!("it belongs to user {}, not to you ({me})", meta.uid()))
+        } else if meta.mode() & 0o022 != 0 {
+            Some(format!("others can write to it (mode {:o})", meta.mode() & 0o777))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            static SAID: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+            let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+            if !said.iter().any(|p| p == path) {
+                tracing::warn!(
+                    "not using the compile cache at {}: {why}; compiling afresh (fix its owner and mode, or pass --cache-dir)",
+                    path.display()
+                );
+                said.push(path.to_path_buf());
+            }
+            return false;
+        }
+    }
+    true
 }
 
 /// The default cache directory: `$MOAT_CACHE_DIR`, else

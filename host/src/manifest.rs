@@ -53,6 +53,19 @@ pub struct NatsSettings {
     pub url: String,
     /// This host's name, as other hosts' manifests name it.
     pub host: String,
+    /// The app's namespace on the NATS server: its streams, subjects and
+    /// consumers carry it, so apps sharing a server stay apart. Every host of
+    /// one app uses the same. Default: the name of the directory that holds
+    /// the manifest.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+impl NatsSettings {
+    /// The namespace, as a NATS subject token.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("default")
+    }
 }
 
 /// One `[components.NAME]` table.
@@ -193,6 +206,9 @@ pub struct Limits {
     pub events_per_call: u32,
     /// Size the component's database may grow to, in MiB.
     pub database_mib: u64,
+    /// Temporary storage (sorts, groupings, materialized subqueries) one
+    /// statement may use at once, in MiB.
+    pub temp_mib: u64,
     /// Core instances, and tables, one instance of the component may create.
     pub instances: u32,
     pub tables: u32,
@@ -213,6 +229,7 @@ impl Default for Limits {
             statement_length: 100_000,
             events_per_call: 10_000,
             database_mib: 1024,
+            temp_mib: 256,
             instances: 64,
             tables: 64,
             log_bytes_per_call: 1 << 20,
@@ -288,6 +305,28 @@ impl Manifest {
             if spec.events.max_attempts == 0 || spec.events.batch == 0 {
                 return Err(invalid(format!("[components.{name}.events]: max_attempts and batch must be above 0")));
             }
+        }
+        let mut raw = raw;
+        if let Some(nats) = &mut raw.nats {
+            let namespace = match &nats.namespace {
+                Some(ns) => ns.clone(),
+                None => std::path::absolute(path)
+                    .ok()
+                    .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()))
+                    .map(|n| {
+                        n.chars()
+                            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+                            .collect()
+                    })
+                    .filter(|n: &String| !n.is_empty())
+                    .unwrap_or_else(|| "default".into()),
+            };
+            if namespace.is_empty() || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(format!(
+                    "[nats] namespace: {namespace:?} must be letters, digits, `-` and `_` (it becomes part of NATS subjects and stream names)"
+                )));
+            }
+            nats.namespace = Some(namespace);
         }
         if let Some(nats) = &raw.nats {
             if !nats.url.starts_with("nats://") {

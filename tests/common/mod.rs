@@ -70,10 +70,22 @@ impl TestApp {
 
     /// Runs the `moat` binary against this app.
     pub fn moat(&self, args: &[&str]) -> Run {
+        self.moat_env(args, &[])
+    }
+
+    /// Runs the `moat` binary against this app with extra environment.
+    pub fn moat_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        Run::from(cmd.output().unwrap())
+    }
+
+    /// The `moat` command against this app, not yet run.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_moat"));
         cmd.arg("--manifest").arg(self.manifest()).arg("--data").arg(self.data()).args(args);
-        cmd.env("MOAT_CACHE_DIR", cache_dir()).env_remove("RUST_LOG");
-        Run::from(cmd.output().unwrap())
+        cmd.env("MOAT_CACHE_DIR", cache_dir()).env_remove("RUST_LOG").env_remove("MOAT_TOKEN");
+        cmd
     }
 
     /// `moat call COMPONENT CALL`, which must succeed; returns stdout.
@@ -125,7 +137,7 @@ impl Host {
             .arg(manifest)
             .arg("--data")
             .arg(data)
-            .args(["up", "--listen", "127.0.0.1:0"])
+            .arg("up")
             .env("MOAT_CACHE_DIR", cache_dir())
             .stdout(Stdio::piped())
             .spawn()
@@ -133,12 +145,12 @@ impl Host {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addr = line
-            .split("http://")
+            .split(" at ")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("moat up did not say where it listens: {line:?}"))
             .to_string();
-        Host { client: Client::new(&addr), addr, child }
+        Host { client: Client::new(&addr, moat::data_dir::token(data)), addr, child }
     }
 
     /// The host's process id.
@@ -150,6 +162,17 @@ impl Host {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The host's resident memory now, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
     }
 }
 
@@ -171,6 +194,14 @@ impl Host {
     pub fn stop(mut self) -> i32 {
         self.signal(libc::SIGTERM);
         self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+
+    /// Stops the host with SIGTERM; its exit code and how long it took to exit.
+    pub fn stop_timed(mut self) -> (i32, std::time::Duration) {
+        let start = std::time::Instant::now();
+        self.signal(libc::SIGTERM);
+        let code = self.child.wait().unwrap().code().unwrap_or(-1);
+        (code, start.elapsed())
     }
 
     /// Calls through the control API, waiting for the events it publishes;

@@ -28,7 +28,7 @@ use crate::{capability, linker};
 /// waited for it: the command should go through that host.
 #[derive(Debug, thiserror::Error)]
 #[error("a moat host now serves the data directory, at {0}")]
-pub struct ServedElsewhere(pub String);
+pub struct ServedElsewhere(pub String, pub Option<String>);
 
 impl Plan {
     /// Locks the data directory (waiting for another one-shot moat to finish
@@ -46,11 +46,10 @@ impl Plan {
 
     fn open_with(self, wait: bool) -> Result<App> {
         let data_dir = self.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        data_dir::create(&data_dir)?;
         let lock = match DataLock::acquire(&data_dir, wait)? {
             Acquired::Locked(lock) => lock,
-            Acquired::Served(addr) => bail!(ServedElsewhere(addr)),
+            Acquired::Served(addr, token) => bail!(ServedElsewhere(addr, token)),
         };
         let engine = self.runtime.engine().clone();
         let signal = Arc::new(Signal::default());
@@ -264,6 +263,17 @@ impl App {
             }
         }
         Ok(settled)
+    }
+
+    /// Under a running host: waits until the routes that are not failing have
+    /// applied what was published so far, and this host's events are in
+    /// JetStream (each within `limit`). `false` if something is still pending.
+    pub fn catch_up(&self, limit: Duration) -> bool {
+        let mut done = self.dispatcher.catch_up(limit);
+        if let Some(nats) = &self.nats {
+            done &= nats.flush_relays(limit.min(Duration::from_secs(5)));
+        }
+        done
     }
 
     /// The connection to other hosts, if the app spans hosts.

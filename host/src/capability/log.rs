@@ -72,10 +72,14 @@ impl GuestLog {
         LogStream { sink: self.sink.clone(), stdio, pending: Arc::default() }
     }
 
-    /// Starts a call's budget afresh, saying first how much of the last
-    /// call's log was dropped, if any was.
+    /// Starts a call's budget afresh.
     pub fn new_call(&self) {
         self.sink.written.store(0, Ordering::Relaxed);
+        self.sink.dropped.store(0, Ordering::Relaxed);
+    }
+
+    /// Ends a call: says how much of its log was dropped, if any was.
+    pub fn end_call(&self) {
         let dropped = self.sink.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
             tracing::warn!(
@@ -96,19 +100,20 @@ impl log::Host for GuestLog {
             Level::Warn => tracing::Level::WARN,
             Level::Error => tracing::Level::ERROR,
         };
-        self.sink.emit(level, None, message.as_bytes());
+        self.sink.emit(level, None, message.as_bytes(), message.len());
     }
 }
 
 impl Sink {
     /// Logs one line of the component's, escaped, cut and counted.
-    fn emit(&self, level: tracing::Level, stream: Option<&'static str>, line: &[u8]) {
+    /// `line` is what was kept of a line of `len` bytes.
+    fn emit(&self, level: tracing::Level, stream: Option<&'static str>, line: &[u8], len: usize) {
         let cost = line.len().min(self.line_bytes) as u64 + 1;
         if self.written.fetch_add(cost, Ordering::Relaxed) + cost > self.call_bytes {
-            self.dropped.fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
+            self.dropped.fetch_add(len as u64 + 1, Ordering::Relaxed);
             return;
         }
-        let text = escape(line, self.line_bytes);
+        let text = escape(line, len, self.line_bytes);
         let component = &*self.component;
         let stream = stream.unwrap_or("log");
         match level {
@@ -122,9 +127,9 @@ impl Sink {
 }
 
 /// A guest's line as the host prints it: valid UTF-8, control characters
-/// escaped, at most `max` bytes of the original.
-pub fn escape(line: &[u8], max: usize) -> String {
-    let cut = line.len() > max;
+/// escaped, at most `max` bytes of the original (which had `len` bytes).
+pub fn escape(line: &[u8], len: usize, max: usize) -> String {
+    let cut = len > max;
     let text = String::from_utf8_lossy(&line[..line.len().min(max)]);
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
@@ -140,7 +145,7 @@ pub fn escape(line: &[u8], max: usize) -> String {
         }
     }
     if cut {
-        let _ = write!(out, " … (cut: {} bytes, limits.log_line_bytes is {max})", line.len());
+        let _ = write!(out, " … (cut: {len} bytes, limits.log_line_bytes is {max})");
     }
     out
 }
@@ -157,35 +162,42 @@ pub enum Stdio {
 pub struct LogStream {
     sink: Arc<Sink>,
     stdio: Stdio,
-    pending: Arc<Mutex<Vec<u8>>>,
+    /// The line so far (what is kept of it), and its whole length.
+    pending: Arc<Mutex<(Vec<u8>, usize)>>,
 }
 
 impl LogStream {
     fn push(&self, bytes: &[u8]) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let (line, len) = &mut *pending;
         for &b in bytes {
             if b == b'\n' {
-                self.emit(&pending);
-                pending.clear();
-            } else if pending.len() <= self.sink.line_bytes {
-                // One byte past the limit, so that the cut is noticed.
-                pending.push(b);
+                self.emit(line, *len);
+                line.clear();
+                *len = 0;
+            } else {
+                *len += 1;
+                if line.len() < self.sink.line_bytes {
+                    line.push(b);
+                }
             }
         }
     }
 
-    fn emit(&self, line: &[u8]) {
+    fn emit(&self, line: &[u8], len: usize) {
         match self.stdio {
-            Stdio::Stdout => self.sink.emit(tracing::Level::INFO, Some("stdout"), line),
-            Stdio::Stderr => self.sink.emit(tracing::Level::WARN, Some("stderr"), line),
+            Stdio::Stdout => self.sink.emit(tracing::Level::INFO, Some("stdout"), line, len),
+            Stdio::Stderr => self.sink.emit(tracing::Level::WARN, Some("stderr"), line, len),
         }
     }
 
     fn flush_partial(&self) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if !pending.is_empty() {
-            self.emit(&pending);
-            pending.clear();
+        let (line, len) = &mut *pending;
+        if *len > 0 {
+            self.emit(line, *len);
+            line.clear();
+            *len = 0;
         }
     }
 }
@@ -251,12 +263,13 @@ mod tests {
 
     #[test]
     fn guest_lines_cannot_forge_host_lines() {
+        let e = |s: &[u8], max| escape(s, s.len(), max);
         assert_eq!(
-            escape(b"one\n2026-11-28T00:00:00Z ERROR moat: forged", 100),
+            e(b"one\n2026-11-28T00:00:00Z ERROR moat: forged", 100),
             "one\\n2026-11-28T00:00:00Z ERROR moat: forged"
         );
-        assert_eq!(escape(b"\x1b[31mred\r", 100), "\\u{1b}[31mred\\r");
-        assert_eq!(escape(b"abcdef", 3), "abc … (cut: 6 bytes, limits.log_line_bytes is 3)");
-        assert_eq!(escape(&[0xff, b'a'], 10), "\u{fffd}a");
+        assert_eq!(e(b"\x1b[31mred\r", 100), "\\u{1b}[31mred\\r");
+        assert_eq!(e(b"abcdef", 3), "abc … (cut: 6 bytes, limits.log_line_bytes is 3)");
+        assert_eq!(e(&[0xff, b'a'], 10), "\u{fffd}a");
     }
 }

@@ -34,7 +34,9 @@
 //!    database's size, and the call's deadline, checked by SQLite's progress
 //!    handler while a statement runs.
 
+mod functions;
 pub mod sandbox;
+mod vfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,6 +51,10 @@ use crate::ledger;
 use crate::manifest::{Limits, SqliteSettings};
 use crate::platform::moat::platform::store::{Error, Value};
 use sandbox::Sandbox;
+use vfs::{TempBudget, Vfs};
+
+/// The longest LIKE or GLOB pattern a statement may use.
+pub const LIKE_PATTERN_LENGTH: usize = 10_000;
 
 /// Bytes a value costs against `limits.query_bytes` on top of its own length:
 /// what the host spends to hold it, so a result of many empty values is
@@ -63,6 +69,12 @@ pub struct Db {
     guest: Connection,
     /// The host's statements, and the connection's owner.
     host: Connection,
+    /// The connection's VFS: after the connection, which uses it to the end.
+    _vfs: Vfs,
+    /// What its temporary files may hold.
+    temp: Arc<TempBudget>,
+    /// Interrupts a statement still running at the call's deadline.
+    _watch: Arc<SqlWatch>,
     sandbox: Arc<Sandbox>,
     tx: Tx,
     limits: GuestLimits,
@@ -94,7 +106,9 @@ impl Db {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_EXRESCODE;
-        let mut host = Connection::open_with_flags(path, flags)
+        let temp = TempBudget::new(limits.temp_mib.saturating_mul(1 << 20));
+        let vfs = Vfs::register(temp.clone())?;
+        let mut host = Connection::open_with_flags_and_vfs(path, flags, vfs.name())
             .with_context(|| format!("opening the database {}", path.display()))?;
         host.busy_timeout(std::time::Duration::from_secs(5))?;
         host.pragma_update(None, "journal_mode", settings.journal_mode.pragma())?;
@@ -119,6 +133,11 @@ impl Db {
         host.progress_handler(10_000, Some(move || watched.deadline.passed()))?;
         let judge = sandbox.clone();
         host.authorizer(Some(move |ctx: rusqlite::hooks::AuthContext<'_>| judge.authorize(&ctx)))?;
+        // LIKE and GLOB patterns beyond this are refused outright, and the
+        // functions whose one call could outlast the deadline are replaced.
+        host.set_limit(Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH, LIKE_PATTERN_LENGTH as i32)?;
+        let max_length = limits.query_bytes.clamp(1 << 20, i32::MAX as u64) as usize;
+        functions::install(&host, &sandbox, LIKE_PATTERN_LENGTH, max_length)?;
 
         // SAFETY: `guest` is a second, non-owning handle on `host`'s
         // connection. It is declared before `host` in `Db`, so it (and every
@@ -127,9 +146,15 @@ impl Db {
         let guest = unsafe { Connection::from_handle(host.handle()) }?;
         guest.set_prepared_statement_cache_capacity(128);
 
+        let watch = Arc::new(SqlWatch { sandbox: sandbox.clone(), interrupt: host.get_interrupt_handle() });
+        let watched: Arc<dyn deadline::Watched> = watch.clone();
+        deadline::watch(Arc::downgrade(&watched));
         let mut db = Db {
             guest,
             host,
+            _vfs: vfs,
+            temp,
+            _watch: watch,
             sandbox,
             tx: Tx::Idle,
             limits: GuestLimits {
@@ -297,7 +322,7 @@ impl Db {
     /// `store.query`: one statement's rows, within the row and byte limits.
     pub fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, Error> {
         let (max_rows, max_bytes) = (self.limits.rows, self.limits.bytes);
-        self.guest_statement(sql, |stmt, sandbox| {
+        self.guest_statement(sql, |stmt, _| {
             let width = stmt.column_count();
             let mut rows = match stmt.query(rusqlite::params_from_iter(params.iter().map(Param))) {
                 Ok(rows) => rows,
@@ -317,7 +342,7 @@ impl Db {
                 }
                 let mut values = Vec::with_capacity(width);
                 for i in 0..width {
-                    let value = row.get_ref(i).map_err(|e| classify(e, sandbox.take_denial()))?;
+                    let value = row.get_ref(i).map_err(|e| Error::Other(e.to_string()))?;
                     bytes += VALUE_OVERHEAD
                         + match value {
                             ValueRef::Text(t) | ValueRef::Blob(t) => t.len() as u64,
@@ -367,7 +392,9 @@ impl Db {
         }
         let sandbox = self.sandbox.clone();
         sandbox.start_statement();
-        let mut stmt = self.guest.prepare_cached(sql).map_err(|e| classify(e, sandbox.take_denial()))?;
+        let temp = self.temp.clone();
+        temp.take_exceeded();
+        let mut stmt = self.guest.prepare_cached(sql).map_err(|e| classify(e, sandbox.take_denial(), &temp))?;
         let changes_schema = sandbox.changes_schema();
         // The transaction opens at the first statement that writes. Reads
         // before it run on their own: nothing else writes this database (one
@@ -390,7 +417,11 @@ impl Db {
         let outcome = f(&mut stmt, &sandbox);
         let outcome = match outcome {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(classify(e, sandbox.take_denial())),
+            // Whatever failed once the deadline had passed failed because of it.
+            Ok(Err(_)) if sandbox.deadline.passed() => {
+                Err(Error::Limit("the statement ran past the call's deadline (limits.call_timeout_ms)".into()))
+            }
+            Ok(Err(e)) => Err(classify(e, sandbox.take_denial(), &temp)),
             Err(e) => Err(e),
         };
         if changes_schema {
@@ -424,6 +455,24 @@ impl Db {
             }
         }
         outcome
+    }
+}
+
+/// Interrupts SQL still running past the deadline: SQLite's progress
+/// handler only runs between steps of a statement; this reaches the steps
+/// that check for an interrupt inside them.
+struct SqlWatch {
+    sandbox: Arc<Sandbox>,
+    interrupt: rusqlite::InterruptHandle,
+}
+
+impl deadline::Watched for SqlWatch {
+    fn overdue(&self) -> bool {
+        self.sandbox.deadline.passed()
+    }
+
+    fn interrupt(&self) {
+        self.interrupt.interrupt();
     }
 }
 
@@ -463,10 +512,16 @@ fn first_keyword(sql: &str) -> &str {
 /// Turns a rusqlite error into the WIT error the component can act on.
 /// `denial` is the sandbox's reason, if it refused something: SQLite reports
 /// some refusals (functions) as ordinary errors.
-fn classify(e: rusqlite::Error, denial: Option<String>) -> Error {
+fn classify(e: rusqlite::Error, denial: Option<String>, temp: &TempBudget) -> Error {
     use rusqlite::ErrorCode;
     if let Some(reason) = denial {
         return Error::Denied(reason);
+    }
+    if temp.take_exceeded() {
+        return Error::Limit(format!(
+            "the statement needed more than {} MiB of temporary storage for sorting or grouping (limits.temp_mib): sort less at once, or use an index",
+            temp.limit() >> 20
+        ));
     }
     match &e {
         rusqlite::Error::SqliteFailure(f, msg) => {

@@ -141,6 +141,11 @@ impl Delivery {
         Ok(cursor)
     }
 
+    /// Whether an event keeps failing on this route (it is retrying).
+    pub fn failing(&self) -> bool {
+        self.lock_state().failing.is_some()
+    }
+
     /// When a failed event is due again, if it is not yet.
     pub fn not_before(&self) -> Option<Instant> {
         self.lock_state().failing.as_ref().map(|f| f.retry_at).filter(|at| Instant::now() < *at)

@@ -36,6 +36,8 @@ pub struct Dispatcher {
     last_prune: Mutex<Instant>,
     /// Events also go to JetStream: prune none that is not there yet.
     relaying: bool,
+    /// Set when the host stops: workers and settles end their step and return.
+    stopping: AtomicBool,
 }
 
 /// A subscription whose publisher runs in this host: events come from its
@@ -71,8 +73,13 @@ impl Dispatcher {
         signal: Arc<Signal>,
         relaying: bool,
     ) -> Result<Dispatcher> {
-        let dispatcher =
-            Dispatcher { routes: RwLock::default(), signal, last_prune: Mutex::new(Instant::now()), relaying };
+        let dispatcher = Dispatcher {
+            routes: RwLock::default(),
+            signal,
+            last_prune: Mutex::new(Instant::now()),
+            relaying,
+            stopping: AtomicBool::new(false),
+        };
         dispatcher.update(subscriptions, components)?;
         Ok(dispatcher)
     }
@@ -120,8 +127,16 @@ impl Dispatcher {
         self.routes().iter().map(|r| r.delivery.sub.clone()).collect()
     }
 
-    /// Wakes every route (to see a stop request, say).
+    /// Wakes every route.
     pub fn wake(&self) {
+        self.signal.notify();
+    }
+
+    /// Stops delivering: each route finishes the step it is in (bounded by
+    /// its subscriber's deadline) and [`Dispatcher::run`] and every settle
+    /// return.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         self.signal.notify();
     }
 
@@ -133,7 +148,8 @@ impl Dispatcher {
         let until = Instant::now() + limit;
         let routes = self.routes();
         let outcomes: Vec<Result<Settled>> = std::thread::scope(|s| {
-            let workers: Vec<_> = routes.iter().map(|route| s.spawn(move || route.settle(until))).collect();
+            let stop = &self.stopping;
+            let workers: Vec<_> = routes.iter().map(|route| s.spawn(move || route.settle(until, stop))).collect();
             workers
                 .into_iter()
                 .map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("delivering a route panicked"))))
@@ -163,10 +179,43 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers continuously until `stop` is set: a worker per route, woken
-    /// by every commit that published, by its retries falling due, and once
-    /// a second regardless; routes added by a swap get workers too.
-    pub fn run(&self, stop: &AtomicBool) {
+    /// Waits (without delivering: the routes' workers do) until every route
+    /// that is not failing has applied what its publisher had published when
+    /// asked, or `limit` passes, or the host stops. What a call through a
+    /// running host waits for before it answers. `false` if something is
+    /// still pending (a route is failing, or time ran out).
+    pub fn catch_up(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        let targets: Vec<(Arc<Route>, i64)> =
+            self.routes().into_iter().filter_map(|r| r.head().ok().map(|h| (r, h))).collect();
+        loop {
+            let mut pending = false;
+            let mut failing = false;
+            for (route, head) in &targets {
+                if route.delivery.cursor().unwrap_or(0) >= *head {
+                    continue;
+                }
+                if route.delivery.failing() {
+                    failing = true;
+                } else {
+                    pending = true;
+                }
+            }
+            if !pending {
+                return !failing;
+            }
+            if Instant::now() >= until || self.stopping.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Delivers continuously until [`Dispatcher::stop`]: a worker per route,
+    /// woken by every commit that published, by its retries falling due, and
+    /// once a second regardless; routes added by a swap get workers too.
+    pub fn run(&self) {
+        let stop = &self.stopping;
         std::thread::scope(|scope| {
             let mut workers: Vec<(Arc<Route>, std::thread::ScopedJoinHandle<'_, ()>)> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
@@ -310,10 +359,13 @@ impl Route {
         }
     }
 
-    /// Drives the route to idle, or until `until`.
-    fn settle(&self, until: Instant) -> Result<Settled> {
+    /// Drives the route to idle, or until `until` or a stop.
+    fn settle(&self, until: Instant, stop: &AtomicBool) -> Result<Settled> {
         let mut settled = Settled::default();
         loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(settled);
+            }
             match self.guarded_step()? {
                 Step::Delivered(n) => settled.delivered += n,
                 Step::Idle => {
@@ -321,7 +373,12 @@ impl Route {
                     return Ok(settled);
                 }
                 Step::Waiting(at) if at > until => return Ok(settled),
-                Step::Waiting(at) => std::thread::sleep(at.saturating_duration_since(Instant::now())),
+                Step::Waiting(at) => {
+                    // In short naps, to see a stop.
+                    while Instant::now() < at && !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(at.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
+                    }
+                }
             }
         }
     }
