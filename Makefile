@@ -13,11 +13,11 @@ DEMO   := target/demo
 
 # Components of the shop, and test-only components loaded by tests/.
 COMPONENTS      := product order product-v2
-TEST_COMPONENTS := probe stray listener forger ping tally relay product-major2 product-dropped product-bad-migrate product-trap-init hostile impostor init-writer sqlrunner
+TEST_COMPONENTS := probe stray listener forger ping tally relay product-major2 product-dropped product-bad-migrate product-trap-init hostile impostor init-writer sqlrunner slow-start
 
 GUEST_BUILD = $(CARGO) build --profile guest --target wasm32-wasip2
 
-.PHONY: build run test bench components test-components host wasm-target clean fuzz
+.PHONY: build run test bench components test-components py-components host wasm-target clean fuzz
 
 build: components host
 
@@ -30,10 +30,15 @@ components: wasm-target
 test-components: wasm-target
 	$(GUEST_BUILD) $(addprefix -p ,$(COMPONENTS) $(TEST_COMPONENTS))
 
+# Components written in Python (componentize-py, installed into target/py-venv).
+py-components:
+	tests/components/py-product/build.sh
+	STUB_WASI=1 tests/components/py-product/build.sh
+
 host:
 	$(CARGO) build --release -p moat
 
-test: test-components
+test: test-components py-components
 	$(CARGO) test -p moat
 
 # The cost of the boundary, each row against a native baseline measured in

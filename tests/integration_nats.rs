@@ -389,3 +389,30 @@ fn killing_either_host_under_load_loses_nothing_and_applies_nothing_twice() {
         published
     );
 }
+
+#[test]
+fn two_apps_on_one_nats_server_stay_apart() {
+    let nats = NatsServer::start();
+    // Each cluster's manifests sit in a directory of their own, whose name is
+    // the app's default namespace.
+    let (one, two) = (Cluster::new(&nats), Cluster::new(&nats));
+    let (a1, b1) = (one.up("a"), one.up("b"));
+    let (a2, b2) = (two.up("a"), two.up("b"));
+    let create = |host: &Host, id: &str| {
+        call(host, "product", &format!(r#"create-product({{product-id: "{id}", name: "{id}", price: 100, stock: 5}})"#))
+    };
+    create(&a1, "ONLY-IN-ONE");
+    create(&a2, "ONLY-IN-TWO");
+    one.drained(&a1, &b1);
+    two.drained(&a2, &b2);
+    assert_eq!(call(&b1, "listener", "seen()"), r#"["created ONLY-IN-ONE"]"#);
+    assert_eq!(call(&b2, "listener", "seen()"), r#"["created ONLY-IN-TWO"]"#);
+    // Calls stay within their app too.
+    assert!(
+        call(&b1, "order", r#"place-order("O1", "C", [{product-id: "ONLY-IN-TWO", quantity: 1}])"#)
+            .contains("err(unknown-product")
+    );
+    let (n1, n2) = (a1.client.status().unwrap().nats.unwrap(), a2.client.status().unwrap().nats.unwrap());
+    assert_ne!(n1.namespace, n2.namespace);
+    assert_ne!(n1.stream_name, n2.stream_name);
+}

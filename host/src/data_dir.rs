@@ -16,7 +16,31 @@ use crate::engine::write_atomically;
 /// directory listens.
 pub const ADDR_FILE: &str = "moat.addr";
 
+/// The control API's socket: `moat up` listens here unless told otherwise.
+/// The directory is the owner's alone (0700) and so is the socket (0600).
+pub const SOCKET_FILE: &str = "moat.sock";
+
+/// The bearer token a host listening on TCP requires (0600).
+pub const TOKEN_FILE: &str = "moat.token";
+
 const LOCK_FILE: &str = "moat.lock";
+
+/// Creates the data directory if needed, the owner's alone.
+pub fn create(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} its owner's alone", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The token of the host serving `dir` on TCP, if it wrote one.
+pub fn token(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(TOKEN_FILE)).ok().map(|t| t.trim().to_string())
+}
 
 /// Where a component's database lives in a data directory.
 pub fn db_path(data_dir: &Path, component: &str) -> PathBuf {
@@ -47,8 +71,9 @@ pub struct DataLock {
 pub enum Acquired {
     /// The directory is ours.
     Locked(DataLock),
-    /// A host came up and serves it: go through it instead.
-    Served(String),
+    /// A host came up and serves it: go through it instead (its address,
+    /// and its token if it listens on TCP).
+    Served(String, Option<String>),
 }
 
 impl DataLock {
@@ -81,7 +106,7 @@ impl DataLock {
                         );
                     }
                     if let Some(addr) = host {
-                        return Ok(Acquired::Served(addr));
+                        return Ok(Acquired::Served(addr, token(dir)));
                     }
                     if start.elapsed() > Self::WAIT {
                         bail!(

@@ -262,22 +262,21 @@ fn unit_of_work(guests: &Path) -> Row {
 
 /// Runs the dispatcher of `app` on a thread of its own, as `moat up` does.
 struct Delivering {
-    stop: Arc<AtomicBool>,
+    app: Arc<App>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Delivering {
     fn start(app: &Arc<App>) -> Delivering {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, s) = (app.clone(), stop.clone());
-        let thread = std::thread::spawn(move || a.events().run(&s));
-        Delivering { stop, thread: Some(thread) }
+        let a = app.clone();
+        let thread = std::thread::spawn(move || a.events().run());
+        Delivering { app: app.clone(), thread: Some(thread) }
     }
 }
 
 impl Drop for Delivering {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.app.events().stop();
         if let Some(t) = self.thread.take() {
             t.join().unwrap();
         }
@@ -561,8 +560,8 @@ fn memory(guests: &Path) -> Row {
         .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(host.stdout.take().unwrap()), &mut line).unwrap();
-    let addr = line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
-    let client = moat::control::client::Client::new(&addr);
+    let addr = line.split(" at ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let client = moat::control::client::Client::new(&addr, moat::data_dir::token(&dir.path().join("data")));
     for p in 0..10 {
         client
             .call(

@@ -133,6 +133,13 @@ impl App {
             )))
         })?;
         let switch_ms = switch.elapsed().as_secs_f64() * 1e3;
+        // The old build's instance and code are gone; hand the memory they
+        // used back to the system rather than keeping it in malloc's arenas.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free memory at the top of the heaps.
+        unsafe {
+            libc::malloc_trim(0);
+        }
 
         let (local, _) = split_subscriptions(&after.subscriptions, &self.components);
         *self.wiring.lock().unwrap_or_else(|p| p.into_inner()) = after;

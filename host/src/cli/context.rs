@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::app::{App, Plan, ServedElsewhere};
 use crate::control::client::Client;
 use crate::data_dir;
-use crate::engine::Runtime;
+use crate::engine::{Compiler, Runtime};
 use crate::manifest::Manifest;
 
 /// How `moat` exits.
@@ -37,7 +37,14 @@ impl Context {
     pub fn plan(&self) -> Result<Plan> {
         let manifest = Manifest::load(&self.manifest)?;
         let data_dir = self.data_dir(&manifest);
-        Plan::new(manifest, Runtime::new(self.cache_dir.clone())?, &data_dir)
+        // Compiling happens in a process of its own (this executable), so a
+        // host never holds a compiler's memory.
+        let runtime = Runtime::new(self.cache_dir.clone())?;
+        let runtime = match std::env::current_exe() {
+            Ok(exe) => runtime.with_compiler(Compiler::Child(exe)),
+            Err(_) => runtime,
+        };
+        Plan::new(manifest, runtime, &data_dir)
     }
 
     /// Plans and opens the app.
@@ -54,13 +61,22 @@ impl Context {
     /// serving the data directory. `None`: open the app here.
     pub fn remote(&self) -> Result<Option<Client>> {
         if let Some(addr) = &self.host {
-            return Ok(Some(Client::new(addr)));
+            // Over TCP the host wants its token: from MOAT_TOKEN, or from the
+            // data directory it wrote it to, if that is known here.
+            let token =
+                std::env::var("MOAT_TOKEN").ok().or_else(|| self.known_data_dir().and_then(|d| data_dir::token(&d)));
+            return Ok(Some(Client::new(addr, token)));
         }
         let data_dir = match &self.data {
             Some(d) => d.clone(),
             None => self.data_dir(&Manifest::load(&self.manifest)?),
         };
-        Ok(data_dir::host_serving(&data_dir).map(|addr| Client::new(&addr)))
+        Ok(data_dir::host_serving(&data_dir).map(|addr| Client::new(&addr, data_dir::token(&data_dir))))
+    }
+
+    /// The data directory, if the flags or the manifest say where it is.
+    fn known_data_dir(&self) -> Option<PathBuf> {
+        self.data.clone().or_else(|| Manifest::load(&self.manifest).ok().map(|m| self.data_dir(&m)))
     }
 
     /// Where a command runs: through the host serving the data directory,
@@ -87,7 +103,7 @@ pub fn opened(app: Result<App>) -> Result<Target> {
     match app {
         Ok(app) => Ok(Target::Here(Box::new(app))),
         Err(e) => match e.downcast::<ServedElsewhere>() {
-            Ok(ServedElsewhere(addr)) => Ok(Target::Host(Client::new(&addr))),
+            Ok(ServedElsewhere(addr, token)) => Ok(Target::Host(Client::new(&addr, token))),
             Err(e) => Err(e),
         },
     }

@@ -73,6 +73,10 @@ enum Command {
     Dlq(dlq::Args),
     /// Rebuild a subscriber's copy of a publisher's data from the kept events.
     Replay(replay::Args),
+    /// Compiles a component to a file, for a moat process that asked (its
+    /// compiler runs in a process of its own).
+    #[command(name = "__compile", hide = true)]
+    Compile { wasm: PathBuf, out: PathBuf },
 }
 
 /// Runs `moat` with the process's arguments.
@@ -104,6 +108,10 @@ fn run(cli: Cli) -> Result<Exit> {
         Command::Events(args) => events::run(&ctx, args),
         Command::Dlq(args) => dlq::run(&ctx, args),
         Command::Replay(args) => replay::run(&ctx, args),
+        Command::Compile { wasm, out } => {
+            engine::Runtime::new(None)?.compile_to(&wasm, &out)?;
+            Ok(Exit::Ok)
+        }
     }
 }
 

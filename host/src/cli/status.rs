@@ -30,17 +30,19 @@ fn print(status: &Status, host: Option<&str>) {
 
 fn print_nats(n: &crate::remote::NatsStatus) {
     println!();
-    println!("nats {} as host `{}`: {}", n.url, n.host, if n.connected { "connected" } else { "NOT CONNECTED" });
+    println!(
+        "nats {} as host `{}` of app `{}`: {}",
+        n.url,
+        n.host,
+        n.namespace,
+        if n.connected { "connected" } else { "NOT CONNECTED" }
+    );
     match &n.stream {
         Some(s) => println!(
             "  stream {}: {} messages, {} bytes, seq {}..{}",
-            crate::remote::STREAM,
-            s.messages,
-            s.bytes,
-            s.first_seq,
-            s.last_seq
+            n.stream_name, s.messages, s.bytes, s.first_seq, s.last_seq
         ),
-        None => println!("  stream {}: cannot be read now", crate::remote::STREAM),
+        None => println!("  stream {}: cannot be read now", n.stream_name),
     }
     for p in &n.peers {
         println!(

@@ -4,10 +4,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Where `moat up` listens unless told otherwise: loopback, on a port no
-/// well-known service uses.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7311";
-
 /// `POST /v1/call`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CallRequest {

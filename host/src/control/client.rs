@@ -1,9 +1,14 @@
-//! The CLI's side of the control API: a blocking HTTP client.
+//! The CLI's side of the control API: a blocking HTTP client, over the
+//! host's Unix socket or, with the host's token, over TCP.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -11,26 +16,34 @@ use super::api::{CallRequest, CallResponse, ErrorBody, ReplayRequest, Replayed, 
 use crate::app::{Status, SwapReport};
 use crate::events::DeadLetter;
 
+/// How long a request may take (a swap compiles; a call is bounded by its deadline).
+const TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A connection to a running host.
 #[derive(Clone)]
 pub struct Client {
-    base: String,
-    agent: ureq::Agent,
+    addr: String,
+    token: Option<String>,
+    runtime: Arc<tokio::runtime::Runtime>,
 }
 
 impl Client {
-    /// A client of the host listening at `addr` (`127.0.0.1:7311`).
-    pub fn new(addr: &str) -> Client {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(300)))
-            .build();
-        Client { base: format!("http://{addr}"), agent: ureq::Agent::new_with_config(config) }
+    /// A client of the host at `addr`: `unix:/path/moat.sock`, or
+    /// `127.0.0.1:PORT` with the host's `token`.
+    pub fn new(addr: &str, token: Option<String>) -> Client {
+        // One worker: requests from several threads at once each drive their
+        // own, and the connections' tasks run on it.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        Client { addr: addr.to_string(), token, runtime: Arc::new(runtime) }
     }
 
     /// The address it talks to.
     pub fn addr(&self) -> &str {
-        self.base.trim_start_matches("http://")
+        &self.addr
     }
 
     /// Calls a function written in WAVE.
@@ -64,36 +77,63 @@ impl Client {
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let response = self.agent.get(format!("{}{path}", self.base)).call();
-        self.read(path, response)
+        self.request(Method::GET, path, None)
     }
 
     fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
-        let response = self.agent.post(format!("{}{path}", self.base)).send_json(body);
-        self.read(path, response)
+        self.request(Method::POST, path, Some(serde_json::to_vec(body)?))
     }
 
-    fn read<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<T> {
-        let mut response = response
-            .with_context(|| format!("no moat host answers at {} ({path}); is `moat up` running?", self.addr()))?;
-        if response.status().is_success() {
-            return response.body_mut().read_json().with_context(|| format!("reading the host's answer to {path}"));
+    /// Sends one request, reads the answer as JSON, or the host's error.
+    pub fn request<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<T> {
+        let (status, bytes) = self
+            .runtime
+            .block_on(async { tokio::time::timeout(TIMEOUT, self.send(method, path, body)).await })
+            .map_err(|_| anyhow!("the moat host at {} did not answer {path} within {}s", self.addr, TIMEOUT.as_secs()))?
+            .with_context(|| format!("no moat host answers at {} ({path}); is `moat up` running?", self.addr))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).with_context(|| format!("reading the host's answer to {path}"));
         }
-        let status = response.status();
-        let body: ErrorBody = response.body_mut().read_json().unwrap_or_else(|_| ErrorBody {
-            error: if status == ureq::http::StatusCode::PAYLOAD_TOO_LARGE {
-                format!(
-                    "the request is larger than the host accepts ({} bytes at most)",
-                    crate::values::MAX_CALL_LEN * 4
-                )
-            } else {
-                format!("the host answered {status}")
-            },
-        });
-        Err(anyhow!("{}", body.error))
+        let error = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => body.error,
+            Err(_) if status == StatusCode::UNAUTHORIZED => format!(
+                "the moat host at {} refused the request: it wants the token it wrote to moat.token in its data directory (pass --data, or set MOAT_TOKEN)",
+                self.addr
+            ),
+            Err(_) if status == StatusCode::PAYLOAD_TOO_LARGE => format!(
+                "the request is larger than the host accepts ({} bytes at most)",
+                crate::values::MAX_CALL_LEN * 4
+            ),
+            Err(_) => format!("the host answered {status}"),
+        };
+        Err(anyhow!("{error}"))
     }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
+        let mut request = Request::builder().method(method).uri(path).header("host", "moat");
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let response = match self.addr.strip_prefix("unix:") {
+            Some(path) => exchange(tokio::net::UnixStream::connect(path).await?, request).await?,
+            None => exchange(tokio::net::TcpStream::connect(&self.addr).await?, request).await?,
+        };
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+}
+
+/// One HTTP/1.1 exchange over a fresh connection.
+async fn exchange<S>(stream: S, request: Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender.send_request(request).await?)
 }

@@ -1,4 +1,4 @@
-//! Calls across hosts: NATS request-reply on `moat.call.<component>`.
+//! Calls across hosts: NATS request-reply on `moat.<namespace>.call.<component>`.
 //!
 //! Request headers `Moat-Import` (the interface as the caller imports it)
 //! and `Moat-Function`; the body is the arguments in [`codec`]. The reply's
@@ -23,9 +23,9 @@ use crate::component::Component;
 use crate::contract::InterfaceId;
 use crate::deadline::Deadline;
 
-/// The subject a component's calls go to.
-fn subject(component: &str) -> String {
-    format!("moat.call.{}", token(component))
+/// The subject a component's calls go to: `moat.<namespace>.call.<component>`.
+fn subject(nats: &Connection, component: &str) -> String {
+    nats.subject(&format!("call.{}", token(component)))
 }
 
 /// A component that runs on another host, as its callers here see it.
@@ -63,14 +63,14 @@ impl Callee for RemoteComponent {
         let mut headers = HeaderMap::new();
         headers.insert("Moat-Import", import.to_string().as_str());
         headers.insert("Moat-Function", func);
-        let (subject, component) = (subject(&self.component), self.component.clone());
+        let (subject, component) = (subject(&self.nats, &self.component), self.component.clone());
         let reply = self.nats.run(move |n| async move {
             let request = async_nats::Request::new().headers(headers).payload(body.into()).timeout(Some(timeout));
             n.client.send_request(subject, request).await
         });
         let reply = reply.map_err(|e| match e.kind() {
             async_nats::RequestErrorKind::NoResponders => anyhow!(
-                "component `{component}` runs on another host, and no host answers for it now (nothing listens on moat.call.{component}): is its host up?"
+                "component `{component}` runs on another host, and no host answers for it now (nothing answers its calls on NATS): is its host up, with the same [nats] namespace?"
             ),
             async_nats::RequestErrorKind::TimedOut => {
                 anyhow!("component `{component}` on another host did not answer within {} ms", timeout.as_millis())
@@ -87,9 +87,9 @@ impl Callee for RemoteComponent {
 
 /// Serves calls to a local component from other hosts, until `stop`.
 pub(super) async fn serve(nats: Arc<Connection>, component: Arc<Component>, mut stop: watch::Receiver<bool>) {
-    let subject = subject(component.name());
+    let subject = subject(&nats, component.name());
     loop {
-        let subscribed = nats.client.queue_subscribe(subject.clone(), format!("moat.{}", component.name())).await;
+        let subscribed = nats.client.queue_subscribe(subject.clone(), subject.clone()).await;
         let mut requests = match subscribed {
             Ok(s) => s,
             Err(e) => {

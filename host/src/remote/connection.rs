@@ -11,9 +11,6 @@ use tokio::sync::watch;
 
 use crate::manifest::NatsSettings;
 
-/// The stream every host relays events to.
-pub const STREAM: &str = "MOAT_EVENTS";
-
 /// A host's connection to NATS.
 pub struct Connection {
     pub(super) settings: NatsSettings,
@@ -58,6 +55,21 @@ impl Connection {
         &self.settings.host
     }
 
+    /// A subject of this app's: `moat.<namespace>.<rest>`.
+    pub fn subject(&self, rest: &str) -> String {
+        format!("moat.{}.{rest}", self.settings.namespace())
+    }
+
+    /// A stream of this app's: `MOAT_<KIND>_<namespace>`.
+    pub fn stream(&self, kind: &str) -> String {
+        format!("MOAT_{kind}_{}", self.settings.namespace())
+    }
+
+    /// The stream every host of the app relays events to.
+    pub fn events_stream(&self) -> String {
+        self.stream("EVENTS")
+    }
+
     /// Runs `f` on the NATS runtime and waits for it, from synchronous code
     /// (a component call, the dispatcher, the CLI).
     pub fn run<T, F>(self: &Arc<Self>, f: impl FnOnce(Arc<Connection>) -> F + Send + 'static) -> T
@@ -92,15 +104,15 @@ impl Connection {
     pub(super) async fn ensure_stream(&self) -> Result<()> {
         self.js
             .get_or_create_stream(jetstream::stream::Config {
-                name: STREAM.to_string(),
-                subjects: vec!["moat.events.>".to_string()],
+                name: self.events_stream(),
+                subjects: vec![self.subject("events.>")],
                 storage: jetstream::stream::StorageType::File,
                 duplicate_window: Duration::from_secs(120),
                 max_age: Duration::from_secs(7 * 24 * 3600),
                 ..Default::default()
             })
             .await
-            .map_err(|e| anyhow!("creating the JetStream stream {STREAM}: {e}"))?;
+            .map_err(|e| anyhow!("creating the JetStream stream {}: {e}", self.events_stream()))?;
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::connection::{Connection, STREAM};
+use super::connection::Connection;
 use super::relay::subjects;
 use crate::events::{Delivery, OutboxEvent, Step};
 use crate::ledger;
@@ -59,14 +59,14 @@ impl Consumer {
         Consumer { delivery: Arc::new(delivery), durable }
     }
 
-    fn config(&self, after: u64) -> pull::Config {
+    fn config(&self, nats: &Connection, after: u64) -> pull::Config {
         let deliver_policy = match after {
             0 => jetstream::consumer::DeliverPolicy::All,
             n => jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: n + 1 },
         };
         pull::Config {
             durable_name: Some(self.durable.clone()),
-            filter_subject: subjects(&self.delivery.sub.publisher, &self.delivery.sub.topic),
+            filter_subject: subjects(nats, &self.delivery.sub.publisher, &self.delivery.sub.topic),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             deliver_policy,
             ack_wait: Duration::from_secs(10),
@@ -87,7 +87,7 @@ impl Consumer {
     }
 
     pub(super) async fn status(&self, nats: &Connection) -> Option<ConsumerStatus> {
-        let stream = nats.js.get_stream(STREAM).await.ok()?;
+        let stream = nats.js.get_stream(nats.events_stream()).await.ok()?;
         let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(&self.durable).await.ok()?;
         let info = consumer.info().await.ok()?;
         let mut status = self.offline_status();
@@ -140,7 +140,7 @@ pub(super) async fn run(nats: Arc<Connection>, consumer: Arc<Consumer>, mut stop
 /// Fetches and applies until something fails.
 async fn consume(nats: &Connection, consumer: &Arc<Consumer>) -> Result<()> {
     nats.ensure_stream().await?;
-    let stream = nats.js.get_stream(STREAM).await.map_err(|e| anyhow!("{e}"))?;
+    let stream = nats.js.get_stream(nats.events_stream()).await.map_err(|e| anyhow!("{e}"))?;
     let after = {
         let c = consumer.clone();
         tokio::task::spawn_blocking(move || c.recorded_position()).await??
@@ -148,7 +148,7 @@ async fn consume(nats: &Connection, consumer: &Arc<Consumer>) -> Result<()> {
     // Made anew from the database's position, whatever JetStream remembers.
     let _ = stream.delete_consumer(&consumer.durable).await;
     let pull: jetstream::consumer::PullConsumer = stream
-        .create_consumer(consumer.config(after))
+        .create_consumer(consumer.config(nats, after))
         .await
         .map_err(|e| anyhow!("creating the JetStream consumer {}: {e}", consumer.durable))?;
     let delivery = &consumer.delivery;

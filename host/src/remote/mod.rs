@@ -4,15 +4,15 @@
 //! process; only the carrier changes.
 //!
 //! - **Events** ([`relay`], [`consume`]). Each host relays its publishers'
-//!   outboxes to the stream `MOAT_EVENTS`, subject
-//!   `moat.events.<publisher>.<topic>.<case>`, message id `<publisher>/<topic>/<seq>`
+//!   outboxes to the stream `MOAT_EVENTS_<namespace>`, subject
+//!   `moat.<namespace>.events.<publisher>.<topic>.<case>`, message id `<publisher>/<topic>/<seq>`
 //!   so JetStream drops a resend; an outbox row counts as relayed only once
 //!   JetStream acknowledged it. A subscriber on another host reads through a
 //!   durable pull consumer with explicit acks and applies with the same
 //!   per-publisher cursor as in-process delivery, so redeliveries (JetStream's
 //!   dedup window is only minutes) are skipped: exactly once, in order.
 //! - **Calls** ([`calls`]). An import served by a component on another host
-//!   is forwarded as a NATS request to `moat.call.<component>`, arguments and
+//!   is forwarded as a NATS request to `moat.<namespace>.call.<component>`, arguments and
 //!   results in [`codec`], with the caller's deadline: a timeout or a missing
 //!   peer is an error to the caller, never a hang.
 //! - **Peers** ([`peers`]). Each host records in JetStream key-value buckets
@@ -39,7 +39,7 @@ use crate::events::{Delivery, Subscription};
 use crate::manifest::NatsSettings;
 
 pub use calls::RemoteComponent;
-pub use connection::{Connection, STREAM};
+pub use connection::Connection;
 pub use consume::ConsumerStatus;
 pub use relay::RelayStatus;
 
@@ -163,7 +163,7 @@ impl Nats {
         let consumers: Vec<Arc<consume::Consumer>> = self.consumers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (stream, peers, consumers) = self.conn.run(move |c| async move {
             let stream = async {
-                let mut s = c.js.get_stream(STREAM).await.ok()?;
+                let mut s = c.js.get_stream(c.events_stream()).await.ok()?;
                 let info = s.info().await.ok()?;
                 Some(StreamStatus {
                     messages: info.state.messages,
@@ -191,6 +191,8 @@ impl Nats {
             (stream, peers, out)
         });
         NatsStatus {
+            namespace: self.conn.settings.namespace().to_string(),
+            stream_name: self.conn.events_stream(),
             url: self.conn.settings.url.clone(),
             host: self.conn.settings.host.clone(),
             connected: self.conn.client.connection_state() == async_nats::connection::State::Connected,
@@ -215,6 +217,12 @@ impl Drop for Nats {
 /// NATS as `moat status` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NatsStatus {
+    /// The app's namespace on the server.
+    #[serde(default)]
+    pub namespace: String,
+    /// The stream events travel in.
+    #[serde(default)]
+    pub stream_name: String,
     /// The server.
     pub url: String,
     /// This host's name.

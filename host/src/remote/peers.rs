@@ -1,8 +1,10 @@
 //! What each host runs, kept in two JetStream streams that hold the last
 //! message per subject (a key-value store built from plain streams, which
 //! every JetStream server version serves):
-//! - `MOAT_PEERS`, subject `moat.peers.<component>`: host, version, build SHA-256;
-//! - `MOAT_BUILDS`, subject `moat.builds.<sha256>`: the `.wasm` itself.
+//! - `MOAT_PEERS_<namespace>`, subject `moat.<namespace>.peers.<component>`:
+//!   host, version, build SHA-256;
+//! - `MOAT_BUILDS_<namespace>`, subject `moat.<namespace>.builds.<sha256>`:
+//!   the `.wasm` itself.
 //!
 //! A host announces its components when it starts and after each swap; a
 //! swap on another host reads them to check its consumers against the
@@ -18,9 +20,6 @@ use serde::{Deserialize, Serialize};
 use super::connection::{Connection, token};
 use crate::component::Component;
 
-const PEERS: &str = "MOAT_PEERS";
-const BUILDS: &str = "MOAT_BUILDS";
-
 /// A component, as the host running it announced it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Peer {
@@ -30,17 +29,20 @@ pub struct Peer {
     pub host: String,
     /// The version of the contract it exports.
     pub version: Option<String>,
-    /// SHA-256 of the build it runs (kept in `MOAT_BUILDS`).
+    /// SHA-256 of the build it runs (kept in `MOAT_BUILDS_<namespace>`).
     pub sha256: String,
     /// When it was announced, in ms since the Unix epoch.
     pub announced_ms: i64,
 }
 
-async fn last_per_subject(nats: &Connection, name: &str, subjects: &str) -> Result<stream::Stream> {
+/// The stream of one kind of record (`PEERS`, `BUILDS`), holding the last
+/// message per subject `moat.<namespace>.<kind>.>`.
+async fn last_per_subject(nats: &Connection, kind: &str) -> Result<stream::Stream> {
+    let name = nats.stream(kind);
     nats.js
         .get_or_create_stream(stream::Config {
-            name: name.to_string(),
-            subjects: vec![subjects.to_string()],
+            name: name.clone(),
+            subjects: vec![nats.subject(&format!("{}.>", kind.to_lowercase()))],
             max_messages_per_subject: 1,
             storage: stream::StorageType::File,
             ..Default::default()
@@ -53,8 +55,8 @@ async fn last_per_subject(nats: &Connection, name: &str, subjects: &str) -> Resu
 pub async fn announce(nats: &Connection, component: &Component) -> Result<()> {
     let version = component.version();
     let compiled = &version.compiled;
-    let builds = last_per_subject(nats, BUILDS, "moat.builds.>").await?;
-    let build_subject = format!("moat.builds.{}", compiled.digest);
+    let builds = last_per_subject(nats, "BUILDS").await?;
+    let build_subject = nats.subject(&format!("builds.{}", compiled.digest));
     if builds.get_last_raw_message_by_subject(&build_subject).await.is_err() {
         let bytes = tokio::fs::read(&compiled.source).await?;
         nats.js
@@ -71,9 +73,9 @@ pub async fn announce(nats: &Connection, component: &Component) -> Result<()> {
         sha256: compiled.digest.clone(),
         announced_ms: crate::ledger::now_ms(),
     };
-    last_per_subject(nats, PEERS, "moat.peers.>").await?;
+    last_per_subject(nats, "PEERS").await?;
     nats.js
-        .publish(format!("moat.peers.{}", token(component.name())), serde_json::to_vec(&peer)?.into())
+        .publish(nats.subject(&format!("peers.{}", token(component.name()))), serde_json::to_vec(&peer)?.into())
         .await
         .map_err(|e| anyhow!("announcing `{}`: {e}", component.name()))?
         .await
@@ -97,8 +99,8 @@ pub(super) async fn announce_all(nats: &Arc<Connection>, components: &[Arc<Compo
 
 /// Every announced component.
 pub async fn list(nats: &Connection) -> Result<Vec<Peer>> {
-    let peers_stream = last_per_subject(nats, PEERS, "moat.peers.>").await?;
-    let mut info = peers_stream.info_with_subjects("moat.peers.>").await.map_err(|e| anyhow!("{e}"))?;
+    let peers_stream = last_per_subject(nats, "PEERS").await?;
+    let mut info = peers_stream.info_with_subjects(nats.subject("peers.>")).await.map_err(|e| anyhow!("{e}"))?;
     let mut subjects = Vec::new();
     while let Some(entry) = futures::StreamExt::next(&mut info).await {
         let (subject, _count) = entry.map_err(|e| anyhow!("{e}"))?;
@@ -118,14 +120,16 @@ pub async fn list(nats: &Connection) -> Result<Vec<Peer>> {
 
 /// The build a peer announced for `component`, if any: its SHA-256 and bytes.
 pub async fn build_of(nats: &Connection, component: &str) -> Result<Option<(String, Vec<u8>)>> {
-    let peers_stream = last_per_subject(nats, PEERS, "moat.peers.>").await?;
-    let Ok(message) = peers_stream.get_last_raw_message_by_subject(&format!("moat.peers.{}", token(component))).await
+    let peers_stream = last_per_subject(nats, "PEERS").await?;
+    let Ok(message) =
+        peers_stream.get_last_raw_message_by_subject(&nats.subject(&format!("peers.{}", token(component)))).await
     else {
         return Ok(None);
     };
     let peer: Peer = serde_json::from_slice(&message.payload)?;
-    let builds = last_per_subject(nats, BUILDS, "moat.builds.>").await?;
-    let Ok(build) = builds.get_last_raw_message_by_subject(&format!("moat.builds.{}", peer.sha256)).await else {
+    let builds = last_per_subject(nats, "BUILDS").await?;
+    let Ok(build) = builds.get_last_raw_message_by_subject(&nats.subject(&format!("builds.{}", peer.sha256))).await
+    else {
         return Ok(None);
     };
     Ok(Some((peer.sha256, build.payload.to_vec())))

@@ -1,5 +1,5 @@
 //! Relaying one local publisher's outbox (one topic) to JetStream, a
-//! subject per event type: `moat.events.<publisher>.<topic>.<case>`.
+//! subject per event type: `moat.<namespace>.events.<publisher>.<topic>.<case>`.
 //!
 //! Rows go out in sequence order, a window at a time; the position
 //! (`_moat_meta` key `relayed:<topic>`, in the publisher's own database)
@@ -69,9 +69,9 @@ impl Progress {
 }
 
 /// The subjects of a publisher's events on a topic: one per event type
-/// (variant case), `moat.events.<publisher>.<topic>.<case>`.
-pub fn subjects(publisher: &str, topic: &str) -> String {
-    format!("moat.events.{}.{}.>", token(publisher), token(topic))
+/// (variant case), `moat.<namespace>.events.<publisher>.<topic>.<case>`.
+pub fn subjects(nats: &connection::Connection, publisher: &str, topic: &str) -> String {
+    nats.subject(&format!("events.{}.{}.>", token(publisher), token(topic)))
 }
 
 pub(super) async fn run(
@@ -82,7 +82,7 @@ pub(super) async fn run(
     signal: Arc<Signal>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut relay = match Relay::open(&publisher, &topic) {
+    let mut relay = match Relay::open(&nats, &publisher, &topic) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(publisher = publisher.name(), topic, "cannot relay events: {e:#}");
@@ -134,10 +134,10 @@ struct Relay {
 }
 
 impl Relay {
-    fn open(publisher: &Component, topic: &str) -> Result<Relay> {
+    fn open(nats: &connection::Connection, publisher: &Component, topic: &str) -> Result<Relay> {
         Ok(Relay {
             topic: topic.to_string(),
-            subject_prefix: format!("moat.events.{}.{}.", token(publisher.name()), token(topic)),
+            subject_prefix: nats.subject(&format!("events.{}.{}.", token(publisher.name()), token(topic))),
             db: publisher.db_path().to_path_buf(),
             reader: None,
             relayed: None,
