@@ -34,7 +34,7 @@ fn drained(host: &Host) {
 
 #[test]
 fn swapping_product_under_load_fails_no_call_and_loses_no_event() {
-    let app = TestApp::shop();
+    let app = TestApp::new(&[("product", "product"), ("order", "order"), ("listener", "listener")]);
     let host = app.up();
     seed(&host, 5);
 
@@ -73,7 +73,13 @@ fn swapping_product_under_load_fails_no_call_and_loses_no_event() {
         })
         .collect();
 
+    let waiting = Instant::now();
     while done.load(Ordering::Relaxed) < THREADS * CALLS / 3 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the load did not get going: {:?}",
+            failures.lock().unwrap().first()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let order_before = host.client.status().unwrap().components.into_iter().find(|c| c.name == "order").unwrap();
@@ -108,7 +114,12 @@ fn swapping_product_under_load_fails_no_call_and_loses_no_event() {
     checks::replica_is_truth(&app.db("product"), &app.db("order"));
     let placed = placed.lock().unwrap();
     assert_eq!(count(&app.db("order"), "orders"), placed.len() as i64);
-    println!("swap under load: {} calls, 0 failed, swap at call {at_swap}: {report:?}", THREADS * CALLS);
+    // Every product event, before and after the swap, applied exactly once, in order.
+    let published = checks::every_event_applied_once_in_order(&app.db("product"), &app.db("listener"));
+    println!(
+        "swap under load: {} calls, 0 failed, swap at call {at_swap}; {published} product events applied exactly once in order across it: {report:?}",
+        THREADS * CALLS
+    );
 }
 
 #[test]
@@ -208,9 +219,13 @@ fn sigterm_under_load_then_restart_loses_nothing_committed() {
     seed(&host, 3);
 
     let acked = Arc::new(Mutex::new((Vec::new(), BTreeMap::new(), 0)));
+    // Set just before SIGTERM: errors after it are the host going away.
+    let stopping = Arc::new(AtomicBool::new(false));
+    let unexplained = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..3)
         .map(|t| {
-            let (client, acked) = (host.client.clone(), acked.clone());
+            let (client, acked, stopping, unexplained) =
+                (host.client.clone(), acked.clone(), stopping.clone(), unexplained.clone());
             std::thread::spawn(move || {
                 // Each thread alone changes the price of its own product, always
                 // upwards, so the stored price can be checked against the
@@ -239,19 +254,33 @@ fn sigterm_under_load_then_restart_loses_nothing_committed() {
                                 acked.2 += 1;
                             }
                         }
-                        _ => return, // the host is going away
+                        Ok(r) => unexplained.lock().unwrap().push(format!("returned {:?}", r.wave)),
+                        Err(_) if stopping.load(Ordering::SeqCst) => return, // the host is going away
+                        Err(e) => {
+                            unexplained.lock().unwrap().push(format!("{e:#}"));
+                            return;
+                        }
                     }
                 }
             })
         })
         .collect();
+    let waiting = Instant::now();
     while acked.lock().unwrap().0.len() < 150 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the load did not get going: {:?}",
+            unexplained.lock().unwrap().first()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
+    stopping.store(true, Ordering::SeqCst);
     assert_eq!(host.stop(), 0, "moat up did not stop cleanly on SIGTERM");
     for w in workers {
         w.join().unwrap();
     }
+    let unexplained = unexplained.lock().unwrap();
+    assert!(unexplained.is_empty(), "calls failed before SIGTERM; the first: {:?}", unexplained.first());
 
     let host = app.up();
     drained(&host);

@@ -132,6 +132,17 @@ impl TestApp {
 impl Host {
     /// Starts `moat up` for a manifest and data directory.
     pub fn start(manifest: &Path, data: &Path) -> Host {
+        Host::start_with(manifest, data, &[], false).0
+    }
+
+    /// Starts `moat up` with extra environment; with `log`, its stderr (the
+    /// log) comes back line by line, as it is written.
+    pub fn start_with(
+        manifest: &Path,
+        data: &Path,
+        env: &[(&str, &str)],
+        log: bool,
+    ) -> (Host, Option<std::sync::mpsc::Receiver<String>>) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
             .arg("--manifest")
             .arg(manifest)
@@ -139,9 +150,23 @@ impl Host {
             .arg(data)
             .arg("up")
             .env("MOAT_CACHE_DIR", cache_dir())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
+            .stderr(if log { Stdio::piped() } else { Stdio::inherit() })
             .spawn()
             .unwrap();
+        let lines = child.stderr.take().map(|stderr| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addr = line
@@ -150,7 +175,7 @@ impl Host {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("moat up did not say where it listens: {line:?}"))
             .to_string();
-        Host { client: Client::new(&addr, moat::data_dir::token(data)), addr, child }
+        (Host { client: Client::new(&addr, moat::data_dir::token(data)), addr, child }, lines)
     }
 
     /// The host's process id.

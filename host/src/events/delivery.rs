@@ -199,6 +199,8 @@ impl Delivery {
     pub fn apply(&self, batch: &[OutboxEvent]) -> Result<Step> {
         let settings = &self.subscriber.spec().events;
         let (subscriber, publisher, topic) = (self.subscriber.name(), &self.sub.publisher, &self.sub.topic);
+        let (first, last) = (batch.first().map_or(0, |e| e.seq), batch.last().map_or(0, |e| e.seq));
+        tracing::debug!(target: "moat::delivery", subscriber, publisher, first, last, "batch start");
         let handled = match self.subscriber.handle_events(publisher, topic, batch) {
             Ok(handled) => handled,
             Err(e) => {
@@ -209,6 +211,7 @@ impl Delivery {
                 return Ok(Step::Waiting(retry_at));
             }
         };
+        tracing::debug!(target: "moat::delivery", subscriber, publisher, first, applied = handled.applied, "batch committed");
         if handled.applied > 0 {
             let now = now_us();
             let mut latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());

@@ -3,7 +3,9 @@
 //! on demand, by product id:
 //! - `FAIL2-...`: returns `err` on the first two attempts, then succeeds;
 //! - `FAILX-...`: returns `err` until `fix()` is called;
-//! - `TRAP-...`: traps until `fix()` is called.
+//! - `TRAP-...`: traps until `fix()` is called;
+//! - `SLOW-...`: takes 3 ms (a WASI sleep), so that a batch of them takes a
+//!   while: long enough for a test to kill the host in the middle of one.
 
 mod bindings {
     wit_bindgen::generate!({
@@ -74,6 +76,9 @@ impl handler::Guest for Listener {
         }
         if id.starts_with("FAILX-") && !fixed() {
             return Err(format!("failing {id} until fixed, as asked"));
+        }
+        if id.starts_with("SLOW-") {
+            std::thread::sleep(std::time::Duration::from_millis(3));
         }
         if id.starts_with("TRAP-") && !fixed() {
             panic!("trapping on {id} until fixed, as asked");
