@@ -170,7 +170,7 @@ fn killing_moat_up_mid_call_and_mid_delivery_loses_nothing_and_applies_nothing_t
                 unexpected.clone(),
             );
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9e37_79b9 ^ (t as u64 + 1) * 0x2545_f491);
+                let mut rng = Rng(0x9e37_79b9 ^ ((t as u64 + 1) * 0x2545_f491));
                 let mut placed = Vec::new();
                 for i in 0.. {
                     if stop.load(Ordering::Relaxed) {
