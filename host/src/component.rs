@@ -31,7 +31,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capability::Grants;
-use crate::capability::calls::Callee;
+use crate::capability::calls::{CallOptions, Callee};
 use crate::capability::log::GuestLog;
 use crate::capability::publish::{Outbox, Signal};
 use crate::capability::schema::{Migrate, SchemaVersion};
@@ -53,9 +53,23 @@ pub struct InstanceState {
     /// When the running call must end (`None` between calls): WASI waits
     /// and forwarded calls end by then.
     pub(crate) deadline: Option<Deadline>,
+    /// The running call's request id, if it has one, and how many calls it
+    /// has made to other components: theirs are derived from it.
+    request: Option<String>,
+    nested: u32,
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+}
+
+impl InstanceState {
+    /// How the running call's next call to another component runs: within
+    /// what is left of its deadline, and, if the running call has a request
+    /// id, under `<id>/<n>` for its n-th call, the same on every retry of it.
+    pub(crate) fn call_options(&mut self) -> CallOptions {
+        self.nested += 1;
+        CallOptions { deadline: self.deadline, request: self.request.as_ref().map(|r| format!("{r}/{}", self.nested)) }
+    }
 }
 
 impl WasiView for InstanceState {
@@ -133,9 +147,19 @@ pub enum CallError {
     /// The function is not one the caller may call.
     #[error("component `{component}` has no function `{function}` that can be called: {why}")]
     Refused { component: String, function: String, why: String },
+    /// The request id was used before, for another call: nothing ran.
+    #[error(
+        "request id `{request}` was already used for another call of `{component}`, not `{function}` with these arguments; nothing ran: use a new id for a new call"
+    )]
+    Reused { request: String, component: String, function: String },
     /// The host could not run or commit the unit of work.
     #[error("component `{component}`, `{function}`: {source:#}")]
     Host { component: String, function: String, source: anyhow::Error },
+    /// No answer came from the component's host before the deadline: the
+    /// call did not take effect after it; whether it did before is unknown,
+    /// and a retry with `request` applies it at most once.
+    #[error("{message}")]
+    Unknown { component: String, function: String, request: String, message: String },
 }
 
 impl CallError {
@@ -345,7 +369,22 @@ impl Component {
     /// rolls back otherwise. Whether the function may be called from outside
     /// is the caller's to check (`app::Invocation` does).
     pub fn call(&self, export: &str, func: &str, params: &[Val]) -> Result<Vec<Val>, CallError> {
-        self.call_until(Target::Export(export), func, params, self.deadline())
+        self.call_with(export, func, params, &CallOptions::default()).map(|(results, _)| results)
+    }
+
+    /// Like [`Component::call`], with options: a deadline nearer than the
+    /// component's own, and a request id. With an id, the call takes effect
+    /// at most once: if a call with that id committed before, its recorded
+    /// result comes back (`true`: replayed) and nothing runs.
+    pub fn call_with(
+        &self,
+        export: &str,
+        func: &str,
+        params: &[Val],
+        options: &CallOptions,
+    ) -> Result<(Vec<Val>, bool), CallError> {
+        let deadline = options.deadline.map_or(self.deadline(), |d| d.min(self.deadline()));
+        self.call_until(Target::Export(export), func, params, deadline, options.request.as_deref())
     }
 
     fn call_until(
@@ -354,7 +393,8 @@ impl Component {
         func: &str,
         params: &[Val],
         deadline: Deadline,
-    ) -> Result<Vec<Val>, CallError> {
+        request: Option<&str>,
+    ) -> Result<(Vec<Val>, bool), CallError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut shown = String::new();
         let result = self.unit(deadline, |u| {
@@ -366,11 +406,33 @@ impl Component {
                 },
             };
             shown = qualified(&export, func);
+            u.answers_caller = true;
+            let Some(id) = request else {
+                let results = u.call(&export, func, params)?;
+                if returned_err(&results) {
+                    u.discard();
+                }
+                return Ok((results, false));
+            };
+            let fingerprint = fingerprint(&export, func, params);
+            if let Some(done) = u.db().host(|c| ledger::request(c, id))? {
+                u.discard();
+                if done.fingerprint != fingerprint {
+                    bail!(Reused);
+                }
+                return Ok((replay(&u.version().contract, &export, func, &done.result)?, true));
+            }
+            u.request = Some(id.to_string());
             let results = u.call(&export, func, params)?;
             if returned_err(&results) {
+                // Nothing took effect: a retry with the id runs again.
                 u.discard();
+            } else {
+                let result = results.first().map(crate::values::to_wave).unwrap_or_default();
+                let record = ledger::RequestRecord { fingerprint, result, committed_ms: ledger::now_ms() };
+                u.db().host(|c| ledger::record_request(c, id, &record))?;
             }
-            Ok(results)
+            Ok((results, false))
         });
         if shown.is_empty() {
             shown = qualified(&target.to_string(), func);
@@ -378,6 +440,9 @@ impl Component {
         result.map_err(|e| {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             let (component, function) = (self.name.to_string(), shown);
+            if e.is::<Reused>() {
+                return CallError::Reused { request: request.unwrap_or_default().to_string(), component, function };
+            }
             match e.downcast::<Failure>() {
                 Ok(Failure::Missing) => CallError::Refused { component, function, why: "it does not export it".into() },
                 Ok(Failure::Trapped { reason, overrun }) => CallError::Trap { component, function, reason, overrun },
@@ -413,15 +478,28 @@ impl Component {
         let state = live.store.data_mut();
         state.log.new_call();
         state.outbox.new_call();
-        let mut unit = Unit { live, version, limits, deadline, keep: true, trapped: false };
+        let mut unit =
+            Unit { live, version, limits, deadline, keep: true, trapped: false, request: None, answers_caller: false };
         let out = f(&mut unit);
-        let (keep, trapped) = (unit.keep, unit.trapped);
+        let (keep, trapped, answers_caller) = (unit.keep, unit.trapped, unit.answers_caller);
         let state = guard.slot.live.as_mut().expect("ensured above").store.data_mut();
         state.log.end_call();
         state.deadline = None;
         state.db.set_deadline(None);
         let published = state.outbox.published() > 0;
         let result = match out {
+            // A unit past its deadline never commits: whoever waits for it
+            // has been told it failed, or will be.
+            Ok(_) if keep && answers_caller && deadline.passed() && state.db.is_open() => {
+                state.db.rollback();
+                Err(anyhow!(Failure::Trapped {
+                    reason: format!(
+                        "it ran past its deadline of {} ms (limits.call_timeout_ms) before it could commit",
+                        limits.call_timeout_ms
+                    ),
+                    overrun: true,
+                }))
+            }
             Ok(r) if keep => state.db.commit().map(|()| r),
             Ok(r) => {
                 state.db.rollback();
@@ -558,16 +636,18 @@ impl Callee for Component {
         func: &str,
         _ty: &ComponentFunc,
         params: &[Val],
-        deadline: Option<Deadline>,
+        options: &CallOptions,
     ) -> Result<Vec<Val>> {
         if !contract::is_public(import) {
             bail!("{import} is not a contract interface: only the host calls it");
         }
         let own = self.deadline();
-        let deadline = deadline.map_or(own, |d| d.min(own));
-        self.call_until(Target::Import(import), func, params, deadline).map_err(|e| {
-            if e.overrun() { anyhow::Error::new(Overrun).context(e.to_string()) } else { anyhow::Error::new(e) }
-        })
+        let deadline = options.deadline.map_or(own, |d| d.min(own));
+        self.call_until(Target::Import(import), func, params, deadline, options.request.as_deref())
+            .map(|(results, _)| results)
+            .map_err(|e| {
+                if e.overrun() { anyhow::Error::new(Overrun).context(e.to_string()) } else { anyhow::Error::new(e) }
+            })
     }
 }
 
@@ -594,6 +674,12 @@ pub struct Unit<'a> {
     pub deadline: Deadline,
     keep: bool,
     trapped: bool,
+    /// The request id the guest code runs under, if any.
+    request: Option<String>,
+    /// Whether the unit may commit only before its deadline: a call's may,
+    /// since its caller is told it failed once the deadline passes; a
+    /// delivery batch's commits whenever it ends, nobody waits on it.
+    answers_caller: bool,
 }
 
 impl Unit<'_> {
@@ -648,6 +734,9 @@ impl Unit<'_> {
     /// Runs guest code with the unit's deadline armed everywhere: wasm
     /// (epoch), SQL (progress handler) and WASI (bounded waits).
     fn enter<R>(&mut self, f: impl FnOnce(&mut Store<InstanceState>) -> R) -> R {
+        let state = self.live.store.data_mut();
+        state.request = self.request.clone();
+        state.nested = 0;
         arm(&mut self.live.store, self.deadline);
         let out = f(&mut self.live.store);
         disarm(&mut self.live.store);
@@ -761,6 +850,8 @@ fn instantiate(
         log,
         outbox: Outbox::new(limits.events_per_call),
         deadline: None,
+        request: None,
+        nested: 0,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -823,6 +914,31 @@ fn handler_for(contract: &Contract, topic: &str) -> Result<(String, Type)> {
         .and_then(|f| f.ty.params().next().map(|(_, t)| t))
         .with_context(|| format!("{} has no `handle` function", handler.name))?;
     Ok((handler.name.clone(), ty))
+}
+
+/// A request id reused for another call.
+#[derive(Debug, thiserror::Error)]
+#[error("request id reused")]
+struct Reused;
+
+/// What a call with a request id is: its function and arguments, so a call
+/// reusing the id can be told apart. Independent of the contract's version,
+/// so a retry after a swap still matches.
+fn fingerprint(export: &str, func: &str, params: &[Val]) -> String {
+    let args: Vec<String> = params.iter().map(crate::values::to_wave).collect();
+    let text = format!("{}#{func}({})", InterfaceId::parse(export).unversioned(), args.join(", "));
+    crate::engine::sha256(text.as_bytes())
+}
+
+/// A recorded result, read back with the function's result type.
+fn replay(contract: &Contract, export: &str, func: &str, wave: &str) -> Result<Vec<Val>> {
+    let f = contract.export(export).and_then(|e| e.func(func)).ok_or(Failure::Missing)?;
+    match f.ty.results().next() {
+        None => Ok(Vec::new()),
+        Some(ty) => {
+            Ok(vec![wasm_wave::from_str::<Val>(&ty, wave).map_err(|e| anyhow!("reading a recorded result back: {e}"))?])
+        }
+    }
 }
 
 /// Whether a function's result is a `result` that is `err`.

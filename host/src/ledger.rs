@@ -14,6 +14,7 @@
 //! | `_moat_outbox` | events this component published, in sequence order |
 //! | `_moat_cursor` | per publisher and topic, the last event this component has (applied or dead-lettered) |
 //! | `_moat_dead_letter` | events this component's handler failed `max_attempts` times |
+//! | `_moat_request` | calls made with a request id (from another host, an idempotency key, `--request-id`) that committed, with their results: a retry returns the result instead of running again |
 //!
 //! Outbox sequence numbers are never reused: the outbox has no
 //! `AUTOINCREMENT` (whose counter would sit in `sqlite_sequence`, which a
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 /// Every object the host keeps in a component's database.
 pub const HOST_OBJECTS: &[&str] =
-    &["_moat_meta", "_moat_outbox", "_moat_outbox_by_topic", "_moat_cursor", "_moat_dead_letter"];
+    &["_moat_meta", "_moat_outbox", "_moat_outbox_by_topic", "_moat_cursor", "_moat_dead_letter", "_moat_request"];
 
 /// Longest error text kept with a dead letter: the rest is cut, so that no
 /// handler's error can fill its own database, or the host's memory.
@@ -58,7 +59,13 @@ const TABLES: &str = r#"
         error     TEXT NOT NULL,
         attempts  INTEGER NOT NULL,
         failed_ms INTEGER NOT NULL
-    );"#;
+    );
+    CREATE TABLE IF NOT EXISTS main."_moat_request" (
+        id           TEXT PRIMARY KEY,
+        fingerprint  TEXT NOT NULL,
+        result       TEXT NOT NULL,
+        committed_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;"#;
 
 /// Creates the host's tables, and upgrades those an earlier moat made.
 pub fn ensure_tables(c: &Connection) -> rusqlite::Result<()> {
@@ -279,6 +286,40 @@ pub fn set_cursor(c: &Connection, publisher: &str, topic: &str, seq: i64) -> rus
     )?
     .execute(params![publisher, topic, seq])
     .map(drop)
+}
+
+// ---- Requests ------------------------------------------------------------------
+
+/// A call made with a request id that committed.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    /// What was called, with what: a call reusing the id must match it.
+    pub fingerprint: String,
+    /// Its result, in WAVE ("" for a function without one).
+    pub result: String,
+    /// When it committed, in milliseconds since the Unix epoch.
+    pub committed_ms: i64,
+}
+
+/// The record of the call made with request id `id`, if it committed.
+pub fn request(c: &Connection, id: &str) -> rusqlite::Result<Option<RequestRecord>> {
+    c.prepare_cached(r#"SELECT fingerprint, result, committed_ms FROM main."_moat_request" WHERE id = ?1"#)?
+        .query_row([id], |r| Ok(RequestRecord { fingerprint: r.get(0)?, result: r.get(1)?, committed_ms: r.get(2)? }))
+        .optional()
+}
+
+/// Records a call made with a request id, in its own unit of work.
+pub fn record_request(c: &Connection, id: &str, record: &RequestRecord) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        r#"INSERT INTO main."_moat_request" (id, fingerprint, result, committed_ms) VALUES (?1, ?2, ?3, ?4)"#,
+    )?
+    .execute(params![id, record.fingerprint, record.result, record.committed_ms])
+    .map(drop)
+}
+
+/// Forgets records that committed before `before_ms`.
+pub fn prune_requests(c: &Connection, before_ms: i64) -> rusqlite::Result<usize> {
+    c.prepare_cached(r#"DELETE FROM main."_moat_request" WHERE committed_ms < ?1"#)?.execute([before_ms])
 }
 
 // ---- Dead letters ---------------------------------------------------------------

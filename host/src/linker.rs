@@ -34,7 +34,7 @@ pub fn build(
     for (import, grant) in grants {
         match grant {
             Grant::Call { provider, .. } => {
-                capability::calls::forward(&mut linker, import, callee(provider), |s: &mut InstanceState| s.deadline)?
+                capability::calls::forward(&mut linker, import, callee(provider), InstanceState::call_options)?
             }
             Grant::Publish { topic } => capability::publish::add_to_linker(&mut linker, import, topic, |s| {
                 PublishView { db: &mut s.db, outbox: &mut s.outbox }

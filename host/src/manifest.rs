@@ -59,9 +59,27 @@ pub struct NatsSettings {
     /// the manifest.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// How often this host checks its connection to NATS (a ping, and a
+    /// heartbeat other hosts see), in milliseconds. A connection that misses
+    /// two answers is taken down and made again.
+    #[serde(default = "NatsSettings::default_ping_interval_ms")]
+    pub ping_interval_ms: u64,
+    /// The most this host's clock may differ from the others', in
+    /// milliseconds: a call from another host whose deadline is nearer than
+    /// this is refused rather than risk committing after its caller gave up.
+    #[serde(default = "NatsSettings::default_clock_skew_ms")]
+    pub clock_skew_ms: u64,
 }
 
 impl NatsSettings {
+    fn default_ping_interval_ms() -> u64 {
+        2000
+    }
+
+    fn default_clock_skew_ms() -> u64 {
+        250
+    }
+
     /// The namespace, as a NATS subject token.
     pub fn namespace(&self) -> &str {
         self.namespace.as_deref().unwrap_or("default")
@@ -87,6 +105,9 @@ pub struct ComponentSpec {
     /// How the component's events are kept, and how events are delivered to it.
     #[serde(default)]
     pub events: EventSettings,
+    /// How long calls made with a request id are remembered.
+    #[serde(default)]
+    pub requests: RequestSettings,
     /// The host it runs on, when that is not this one (see `[nats]`): this
     /// host reads its `.wasm` for its contract, and reaches it through NATS.
     pub host: Option<String>,
@@ -123,6 +144,23 @@ pub struct EventSettings {
 impl Default for EventSettings {
     fn default() -> Self {
         Self { retention_secs: 7 * 24 * 3600, max_attempts: 5, retry_backoff_ms: 50, batch: 1000 }
+    }
+}
+
+/// Calls made with a request id (from another host, an HTTP idempotency
+/// key, `moat call --request-id`) are remembered with their results, so a
+/// retry of one returns the result instead of running again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestSettings {
+    /// How long a committed call's record is kept, in seconds: a retry within
+    /// it takes effect once.
+    pub retention_secs: u64,
+}
+
+impl Default for RequestSettings {
+    fn default() -> Self {
+        Self { retention_secs: 24 * 3600 }
     }
 }
 

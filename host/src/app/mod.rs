@@ -15,5 +15,5 @@ mod swap;
 
 pub use invoke::{FunctionRef, Invocation, find_function, listing};
 pub use plan::{Part, Plan};
-pub use running::{App, ServedElsewhere, Status};
+pub use running::{Answer, App, ServedElsewhere, Status};
 pub use swap::{SwapError, SwapReport};

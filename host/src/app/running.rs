@@ -12,7 +12,7 @@ use wasmtime::component::Val;
 
 use super::invoke::{FunctionRef, Invocation, find_function};
 use super::plan::Plan;
-use crate::capability::calls::Callee;
+use crate::capability::calls::{CallOptions, Callee};
 use crate::capability::publish::Signal;
 use crate::component::{CallError, Component, ComponentStatus, Version};
 use crate::contract::Contract;
@@ -176,20 +176,37 @@ impl App {
         self.call(&invocation.function, &invocation.params)
     }
 
+    /// Runs an invocation with options (a request id: at most once).
+    pub fn invoke_with(&self, invocation: &Invocation, options: &CallOptions) -> Result<Answer, CallError> {
+        self.call_with(&invocation.function, &invocation.params, options)
+    }
+
     /// Calls a public function as one unit of work of its component, here
     /// or on the host that runs it.
     pub fn call(&self, f: &FunctionRef, params: &[Val]) -> Result<Vec<Val>, CallError> {
+        self.call_with(f, params, &CallOptions::default()).map(|a| a.results)
+    }
+
+    /// Like [`App::call`], with options.
+    pub fn call_with(&self, f: &FunctionRef, params: &[Val], options: &CallOptions) -> Result<Answer, CallError> {
+        let function = crate::component::qualified(&f.export, &f.func);
         if let Some(remote) = self.remotes.get(&f.component) {
-            return remote.client.call_import(&f.interface(), &f.func, &f.ty, params, None).map_err(|source| {
-                CallError::Host {
-                    component: f.component.clone(),
-                    function: crate::component::qualified(&f.export, &f.func),
-                    source,
-                }
-            });
+            return match remote.client.call_import(&f.interface(), &f.func, &f.ty, params, options) {
+                Ok(results) => Ok(Answer { results, replayed: false }),
+                Err(source) => Err(match source.downcast::<crate::remote::Unknown>() {
+                    Ok(unknown) => CallError::Unknown {
+                        component: f.component.clone(),
+                        function,
+                        request: unknown.request,
+                        message: unknown.message,
+                    },
+                    Err(source) => CallError::Host { component: f.component.clone(), function, source },
+                }),
+            };
         }
         let component = self.components.get(&f.component).expect("a FunctionRef names a loaded component");
-        component.call(&f.export, &f.func, params)
+        let (results, replayed) = component.call_with(&f.export, &f.func, params, options)?;
+        Ok(Answer { results, replayed })
     }
 
     /// Finds the public function a user named, as [`Plan::function`] does.
@@ -238,7 +255,19 @@ impl App {
             data_dir: self.data_dir.clone(),
             components: self.components().map(|c| c.status()).collect(),
             subscriptions: self.dispatcher.status(),
-            nats: self.nats.as_ref().map(|n| n.status()),
+            nats: self.nats.as_ref().map(|n| {
+                let mut status = n.status();
+                status.remotes = self
+                    .remotes
+                    .keys()
+                    .map(|name| {
+                        let host = self.manifest.components[name].host.clone().unwrap_or_default();
+                        let (last_heard_ms, reachable) = n.host_reachable(&host);
+                        crate::remote::RemoteStatus { component: name.clone(), host, last_heard_ms, reachable }
+                    })
+                    .collect();
+                status
+            }),
         }
     }
 
@@ -295,6 +324,16 @@ impl App {
     pub(super) fn callee(&self, provider: &str) -> Arc<dyn Callee> {
         callee(&self.components, &self.remotes, provider)
     }
+}
+
+/// What a call returned.
+#[derive(Debug)]
+pub struct Answer {
+    /// Its results.
+    pub results: Vec<Val>,
+    /// They were recorded by an earlier call with the same request id: the
+    /// call did not run again.
+    pub replayed: bool,
 }
 
 /// Where an app stands, for `moat status`.

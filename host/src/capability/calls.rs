@@ -28,18 +28,29 @@ use super::grant::{Asker, Grant};
 use crate::contract::{self, Interface, InterfaceId};
 use crate::deadline::Deadline;
 
+/// How a call is to run: by when, and under which request id.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// It must end by then (at most the callee's own deadline).
+    pub deadline: Option<Deadline>,
+    /// Calls made with an id take effect at most once: the callee records
+    /// the id with the result in the unit of work that commits it, and a
+    /// call reusing the id gets the recorded result instead of running again.
+    pub request: Option<String>,
+}
+
 /// Who serves calls to a component: it, here, or its host, through NATS.
 pub trait Callee: Send + Sync {
     /// Calls `func` of the exported interface that serves `import` (as the
-    /// caller imports it, `shop:product/catalog@1.0.0`), within `deadline`
-    /// at the latest; `ty` is the function as the caller sees it.
+    /// caller imports it, `shop:product/catalog@1.0.0`); `ty` is the
+    /// function as the caller sees it.
     fn call_import(
         &self,
         import: &InterfaceId,
         func: &str,
         ty: &ComponentFunc,
         params: &[Val],
-        deadline: Option<Deadline>,
+        options: &CallOptions,
     ) -> Result<Vec<Val>>;
 }
 
@@ -109,21 +120,30 @@ pub fn grant(asker: &Asker<'_>, import: &Interface) -> Option<Result<Grant, Stri
 }
 
 /// Defines every function of the imported interface `import`, each
-/// forwarding to `callee` with what is left of the caller's deadline
-/// (`deadline` reads it from the caller's state).
+/// forwarding to `callee` with what is left of the caller's deadline and a
+/// request id derived from the caller's (`options` reads both from the
+/// caller's state), so that retrying the caller's call retries its calls
+/// with the same ids.
 pub fn forward<T: 'static>(
     linker: &mut Linker<T>,
     import: &Interface,
     callee: Arc<dyn Callee>,
-    deadline: fn(&mut T) -> Option<Deadline>,
+    options: fn(&mut T) -> CallOptions,
 ) -> Result<()> {
     let mut instance = linker.instance(&import.name)?;
     let id = Arc::new(import.id.clone());
     for func in &import.funcs {
         let (callee, id, name) = (callee.clone(), id.clone(), Arc::<str>::from(func.name.as_str()));
         instance.func_new(&func.name, move |mut store, ty, params, results| {
-            let until = deadline(store.data_mut());
-            let out = callee.call_import(&id, &name, &ty, params, until).map_err(|e| wasmtime::format_err!("{e:#}"))?;
+            let options = options(store.data_mut());
+            let out = callee.call_import(&id, &name, &ty, params, &options).map_err(|e| {
+                // Past the caller's own deadline, the caller has overrun too.
+                if e.is::<crate::deadline::Overrun>() && options.deadline.is_some_and(|d| d.passed()) {
+                    wasmtime::Error::new(crate::deadline::Overrun)
+                } else {
+                    wasmtime::format_err!("{e:#}")
+                }
+            })?;
             for (slot, value) in results.iter_mut().zip(out) {
                 *slot = value;
             }

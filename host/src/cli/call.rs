@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use super::context::{Context, Exit, Target, opened, settle};
+use crate::capability::calls::CallOptions;
 use crate::component::returned_err;
 use crate::control::client::Client;
 use crate::values;
@@ -20,6 +21,12 @@ pub struct Args {
     /// after it: they wait in the outbox for the next moat run.
     #[arg(long)]
     no_wait: bool,
+
+    /// Run the call at most once under this id: if a call with it committed
+    /// before (one that timed out, say), its recorded result is printed and
+    /// nothing runs again.
+    #[arg(long, value_name = "ID")]
+    request_id: Option<String>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
@@ -39,11 +46,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     if !args.no_wait {
         settle(&app);
     }
-    let results = app.invoke(&invocation);
-    if !args.no_wait && results.is_ok() {
+    let options = CallOptions { deadline: None, request: args.request_id.clone() };
+    let answer = app.invoke_with(&invocation, &options);
+    if !args.no_wait && answer.is_ok() {
         settle(&app);
     }
-    let results = results?;
+    let results = answer?.results;
 
     if let Some(result) = results.first() {
         if ctx.json {
@@ -57,7 +65,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
 
 /// The call, through a running host.
 fn through(ctx: &Context, host: &Client, args: &Args) -> Result<Exit> {
-    let answer = host.call(&args.component, &args.call, !args.no_wait)?;
+    let answer = host.call_once(&args.component, &args.call, !args.no_wait, args.request_id.clone())?;
     let shown = if ctx.json { answer.json.map(|j| j.to_string()) } else { answer.wave };
     if let Some(shown) = shown {
         println!("{shown}");

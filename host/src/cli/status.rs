@@ -30,13 +30,23 @@ fn print(status: &Status, host: Option<&str>) {
 
 fn print_nats(n: &crate::remote::NatsStatus) {
     println!();
-    println!(
-        "nats {} as host `{}` of app `{}`: {}",
-        n.url,
-        n.host,
-        n.namespace,
-        if n.connected { "connected" } else { "NOT CONNECTED" }
-    );
+    let state = match (n.connected, n.unreachable_since_ms) {
+        (true, _) => format!("connected (round trip {:.1} ms)", n.round_trip_ms.unwrap_or(0.0)),
+        (false, Some(since)) => format!("UNREACHABLE for {:.1} s", (crate::ledger::now_ms() - since) as f64 / 1000.0),
+        (false, None) => "NOT CONNECTED".into(),
+    };
+    println!("nats {} as host `{}` of app `{}`: {state}", n.url, n.host, n.namespace);
+    for r in &n.remotes {
+        let heard = r.last_heard_ms.map_or("never heard".to_string(), |at| {
+            format!("last heard {:.1} s ago", (crate::ledger::now_ms() - at) as f64 / 1000.0)
+        });
+        println!(
+            "  remote `{}` on host `{}`: {} ({heard})",
+            r.component,
+            r.host,
+            if r.reachable { "reachable" } else { "UNREACHABLE" }
+        );
+    }
     match &n.stream {
         Some(s) => println!(
             "  stream {}: {} messages, {} bytes, seq {}..{}",

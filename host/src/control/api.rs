@@ -14,6 +14,10 @@ pub struct CallRequest {
     /// Wait until the events it published are delivered.
     #[serde(default)]
     pub wait: bool,
+    /// Run it at most once: a call with an id that committed before gets
+    /// its recorded result back, and nothing runs.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// The answer to a call.
@@ -25,6 +29,9 @@ pub struct CallResponse {
     pub json: Option<serde_json::Value>,
     /// The function returned `err(...)`; its unit of work was rolled back.
     pub returned_err: bool,
+    /// The result was recorded by an earlier call with the same request id.
+    #[serde(default)]
+    pub replayed: bool,
 }
 
 /// `POST /v1/swap`.

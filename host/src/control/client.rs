@@ -48,7 +48,18 @@ impl Client {
 
     /// Calls a function written in WAVE.
     pub fn call(&self, component: &str, call: &str, wait: bool) -> Result<CallResponse> {
-        self.post("/v1/call", &CallRequest { component: component.into(), call: call.into(), wait })
+        self.call_once(component, call, wait, None)
+    }
+
+    /// Calls a function written in WAVE, at most once under `request_id`.
+    pub fn call_once(
+        &self,
+        component: &str,
+        call: &str,
+        wait: bool,
+        request_id: Option<String>,
+    ) -> Result<CallResponse> {
+        self.post("/v1/call", &CallRequest { component: component.into(), call: call.into(), wait, request_id })
     }
 
     /// Swaps a component to a build, or back to its previous one.

@@ -21,7 +21,8 @@ use axum::{Json, Router};
 
 use super::api::{CallRequest, CallResponse, ErrorBody, ReplayRequest, Replayed, Retried, RetryRequest, SwapRequest};
 use crate::app::{App, SwapError};
-use crate::component::{Redrive, returned_err};
+use crate::capability::calls::CallOptions;
+use crate::component::{CallError, Redrive, returned_err};
 use crate::data_dir::{ADDR_FILE, SOCKET_FILE, TOKEN_FILE};
 use crate::events::dead_letters;
 use crate::values;
@@ -239,7 +240,13 @@ fn failed(e: impl Into<anyhow::Error>) -> Failure {
 async fn call(State(app): State<Arc<App>>, Json(req): Json<CallRequest>) -> Result<Json<CallResponse>, Failure> {
     blocking(move || {
         let invocation = app.invocation(&req.component, &req.call).map_err(bad_input)?;
-        let results = app.invoke(&invocation).map_err(failed)?;
+        let options = CallOptions { deadline: None, request: req.request_id.clone() };
+        let answer = app.invoke_with(&invocation, &options).map_err(|e| match e {
+            CallError::Reused { .. } => Failure(StatusCode::UNPROCESSABLE_ENTITY, e.into()),
+            CallError::Unknown { .. } => Failure(StatusCode::GATEWAY_TIMEOUT, e.into()),
+            e => failed(e),
+        })?;
+        let results = answer.results;
         if req.wait && !app.catch_up(SETTLE_LIMIT) {
             // The call committed: its events are delivered by the routes'
             // workers; a route that is failing is not the call's failure.
@@ -249,6 +256,7 @@ async fn call(State(app): State<Arc<App>>, Json(req): Json<CallRequest>) -> Resu
             wave: results.first().map(values::to_wave),
             json: results.first().map(values::to_json),
             returned_err: returned_err(&results),
+            replayed: answer.replayed,
         })
     })
     .await

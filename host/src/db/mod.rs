@@ -191,6 +191,12 @@ impl Db {
         !matches!(self.tx, Tx::Idle)
     }
 
+    /// Whether the unit of work has a transaction that would commit (open,
+    /// and not ended by SQLite on its own).
+    pub fn is_open(&self) -> bool {
+        matches!(self.tx, Tx::Open)
+    }
+
     /// Opens the unit of work's transaction if it is not open yet.
     fn begin(&mut self) -> Result<(), UnitBroken> {
         match &self.tx {

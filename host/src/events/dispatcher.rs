@@ -38,6 +38,8 @@ pub struct Dispatcher {
     relaying: bool,
     /// Set when the host stops: workers and settles end their step and return.
     stopping: AtomicBool,
+    /// Every component of this host, for pruning what they keep for the host.
+    components: RwLock<Vec<Arc<Component>>>,
 }
 
 /// A subscription whose publisher runs in this host: events come from its
@@ -79,6 +81,7 @@ impl Dispatcher {
             last_prune: Mutex::new(Instant::now()),
             relaying,
             stopping: AtomicBool::new(false),
+            components: RwLock::default(),
         };
         dispatcher.update(subscriptions, components)?;
         Ok(dispatcher)
@@ -114,6 +117,7 @@ impl Dispatcher {
             gone.removed.store(true, Ordering::Relaxed);
         }
         *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
+        *self.components.write().unwrap_or_else(|p| p.into_inner()) = components.values().cloned().collect();
         self.signal.notify();
         Ok(())
     }
@@ -291,8 +295,13 @@ impl Dispatcher {
     }
 
     /// Deletes events every subscriber has, once they are older than the
-    /// publisher's retention.
+    /// publisher's retention, and records of calls past their retention.
     fn prune(&self) -> Result<()> {
+        for component in self.components.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            let retention = component.spec().requests.retention_secs.min(i64::MAX as u64 / 1000) as i64;
+            let before = ledger::now_ms() - retention * 1000;
+            component.with_db(|c| ledger::prune_requests(c, before).map(drop))?;
+        }
         let routes = self.routes();
         let mut upto: BTreeMap<(&str, &str), (i64, &Arc<Component>)> = BTreeMap::new();
         for route in &routes {

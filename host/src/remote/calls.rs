@@ -1,15 +1,32 @@
 //! Calls across hosts: NATS request-reply on `moat.<namespace>.call.<component>`.
 //!
+//! A call takes effect within its caller's deadline, or never:
+//! - the request carries an id (`Moat-Request-Id`) and the caller's
+//!   deadline as a wall-clock instant (`Moat-Deadline-Ms`);
+//! - the callee refuses to start a request whose deadline is nearer than
+//!   `[nats] clock_skew_ms` (the most the hosts' clocks may differ), runs it
+//!   within what is left, never commits it after, and records the id with
+//!   the result in the same unit of work;
+//! - so the caller may resend the same request while it waits (a request
+//!   lost in a partition), and a retry of a call whose answer was lost gets
+//!   the recorded result: it takes effect once.
+//!
+//! The caller's error says which case it is: refused or failed (nothing
+//! happened), not delivered (no host answers: nothing happened), or no
+//! answer before the deadline (it did not take effect after the deadline;
+//! whether it did before is unknown, and a retry with the same request id
+//! finds out, applying it at most once).
+//!
 //! Request headers `Moat-Import` (the interface as the caller imports it)
 //! and `Moat-Function`; the body is the arguments in [`codec`]. The reply's
-//! body is the results, or a `Moat-Error` header says why the call failed.
-//! The callee decodes with its own types and runs the call as a unit of work
-//! of its own, exactly as for a caller in its own process.
+//! body is the results, or `Moat-Outcome` and `Moat-Error` say why not. The
+//! callee decodes with its own types and runs the call as a unit of work of
+//! its own, exactly as for a caller in its own process.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -18,10 +35,11 @@ use wasmtime::component::types::{ComponentFunc, Type};
 
 use super::codec;
 use super::connection::{Connection, token};
-use crate::capability::calls::Callee;
+use crate::capability::calls::{CallOptions, Callee};
 use crate::component::Component;
 use crate::contract::InterfaceId;
 use crate::deadline::Deadline;
+use crate::ledger;
 
 /// The subject a component's calls go to: `moat.<namespace>.call.<component>`.
 fn subject(nats: &Connection, component: &str) -> String {
@@ -39,11 +57,22 @@ pub struct RemoteComponent {
 /// deadline of its own (a call from the CLI).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long to wait for an answer before sending the request again (same
+/// id: the callee applies it at most once).
+const RESEND_AFTER: Duration = Duration::from_millis(1000);
+
 impl RemoteComponent {
     /// `component`, reached through `nats`.
     pub fn new(nats: Arc<Connection>, component: &str) -> RemoteComponent {
         RemoteComponent { nats, component: component.to_string() }
     }
+}
+
+/// What came back for one attempt.
+enum Attempt {
+    Answered(async_nats::Message),
+    NoResponders,
+    NoAnswer,
 }
 
 impl Callee for RemoteComponent {
@@ -55,28 +84,65 @@ impl Callee for RemoteComponent {
         func: &str,
         ty: &ComponentFunc,
         params: &[Val],
-        deadline: Option<Deadline>,
+        options: &CallOptions,
     ) -> Result<Vec<Val>> {
-        let timeout = deadline.map_or(DEFAULT_TIMEOUT, |d| d.remaining());
+        let deadline = options.deadline.unwrap_or_else(|| Deadline::after(DEFAULT_TIMEOUT));
+        let request = options.request.clone().unwrap_or_else(new_request_id);
         let results: Vec<Type> = ty.results().collect();
-        let body = codec::encode_all(params)?;
+        let body: bytes::Bytes = codec::encode_all(params)?.into();
         let mut headers = HeaderMap::new();
         headers.insert("Moat-Import", import.to_string().as_str());
         headers.insert("Moat-Function", func);
+        headers.insert("Moat-Request-Id", request.as_str());
+        headers.insert(
+            "Moat-Deadline-Ms",
+            (ledger::now_ms() + deadline.remaining().as_millis() as i64).to_string().as_str(),
+        );
         let (subject, component) = (subject(&self.nats, &self.component), self.component.clone());
-        let reply = self.nats.run(move |n| async move {
-            let request = async_nats::Request::new().headers(headers).payload(body.into()).timeout(Some(timeout));
-            n.client.send_request(subject, request).await
-        });
-        let reply = reply.map_err(|e| match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => anyhow!(
-                "component `{component}` runs on another host, and no host answers for it now (nothing answers its calls on NATS): is its host up, with the same [nats] namespace?"
-            ),
-            async_nats::RequestErrorKind::TimedOut => {
-                anyhow!("component `{component}` on another host did not answer within {} ms", timeout.as_millis())
+        let started = std::time::Instant::now();
+        let mut maybe_delivered = false;
+        let reply = loop {
+            let wait = deadline.remaining().min(RESEND_AFTER);
+            if wait.is_zero() {
+                break None;
             }
-            _ => anyhow!("calling component `{component}` on another host through NATS: {e}"),
-        })?;
+            let (headers, body, subject) = (headers.clone(), body.clone(), subject.clone());
+            let attempt = self.nats.run(move |n| async move {
+                let request = async_nats::Request::new().headers(headers).payload(body).timeout(Some(wait));
+                match n.client.send_request(subject, request).await {
+                    Ok(reply) => Attempt::Answered(reply),
+                    Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Attempt::NoResponders,
+                    Err(_) => {
+                        // Timed out, or the connection failed under it: the
+                        // request may have reached the callee.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Attempt::NoAnswer
+                    }
+                }
+            });
+            match attempt {
+                Attempt::Answered(reply) => break Some(reply),
+                Attempt::NoAnswer => maybe_delivered = true,
+                Attempt::NoResponders => std::thread::sleep(deadline.remaining().min(Duration::from_millis(100))),
+            }
+        };
+        let waited = started.elapsed().as_millis();
+        let Some(reply) = reply else {
+            if maybe_delivered {
+                bail!(Unknown {
+                    message: format!(
+                        "component `{component}` on another host did not answer within {waited} ms, its caller's deadline: \
+                         the call did not take effect after that deadline, and whether it did before is unknown; \
+                         retrying it with request id {request} applies it at most once"
+                    ),
+                    request,
+                });
+            }
+            bail!(
+                "component `{component}` runs on another host, and no host answered for it within {waited} ms: \
+                 the call was not delivered and nothing happened (is its host up, with the same [nats] namespace?)"
+            );
+        };
         if let Some(error) = reply.headers.as_ref().and_then(|h| h.get("Moat-Error")) {
             bail!("{}", error.as_str());
         }
@@ -85,9 +151,29 @@ impl Callee for RemoteComponent {
     }
 }
 
+/// No answer came before the deadline: the outcome of the call is not known
+/// to the caller (the callee knows: a retry with the request id asks it).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Unknown {
+    pub message: String,
+    /// The id to retry with.
+    pub request: String,
+}
+
+/// A fresh request id: unique across hosts and restarts.
+pub fn new_request_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut bytes = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    let salt = if random.is_ok() { u64::from_le_bytes(bytes) } else { ledger::now_us() as u64 };
+    format!("{salt:016x}-{:x}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Serves calls to a local component from other hosts, until `stop`.
 pub(super) async fn serve(nats: Arc<Connection>, component: Arc<Component>, mut stop: watch::Receiver<bool>) {
     let subject = subject(&nats, component.name());
+    let skew = Duration::from_millis(nats.settings.clock_skew_ms);
     loop {
         let subscribed = nats.client.queue_subscribe(subject.clone(), subject.clone()).await;
         let mut requests = match subscribed {
@@ -110,15 +196,21 @@ pub(super) async fn serve(nats: Arc<Connection>, component: Arc<Component>, mut 
             tokio::spawn(async move {
                 let Some(reply) = request.reply.clone() else { return };
                 let c = component.clone();
-                let answer = tokio::task::spawn_blocking(move || answer(&c, &request)).await;
+                let answer = tokio::task::spawn_blocking(move || answer(&c, &request, skew)).await;
                 let mut headers = HeaderMap::new();
                 let body = match answer {
-                    Ok(Ok(body)) => body,
+                    Ok(Ok(body)) => {
+                        headers.insert("Moat-Outcome", "done");
+                        body
+                    }
                     Ok(Err(e)) => {
+                        let refused = e.is::<Refused>();
+                        headers.insert("Moat-Outcome", if refused { "refused" } else { "failed" });
                         headers.insert("Moat-Error", format!("{e:#}").replace(['\r', '\n'], " ").as_str());
                         Vec::new()
                     }
                     Err(e) => {
+                        headers.insert("Moat-Outcome", "failed");
                         headers.insert("Moat-Error", format!("the call panicked: {e}").as_str());
                         Vec::new()
                     }
@@ -131,18 +223,37 @@ pub(super) async fn serve(nats: Arc<Connection>, component: Arc<Component>, mut 
     }
 }
 
-/// Runs one request against the component; the encoded results.
-fn answer(component: &Component, request: &async_nats::Message) -> Result<Vec<u8>> {
-    let header = |name: &str| -> Result<String> {
-        request
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_string())
-            .with_context(|| format!("a call without {name}"))
+/// The caller's deadline was too near to start: nothing happened.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+/// Runs one request against the component, within its caller's deadline
+/// (less `skew`, the most the hosts' clocks may differ); the encoded results.
+fn answer(component: &Component, request: &async_nats::Message, skew: Duration) -> Result<Vec<u8>> {
+    let header = |name: &str| -> Option<String> {
+        request.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_string())
     };
-    let import = InterfaceId::parse(&header("Moat-Import")?);
-    let func = header("Moat-Function")?;
+    let required = |name: &str| header(name).with_context(|| format!("a call without {name}"));
+    let import = InterfaceId::parse(&required("Moat-Import")?);
+    let func = required("Moat-Function")?;
+    let deadline = match header("Moat-Deadline-Ms").and_then(|d| d.parse::<i64>().ok()) {
+        None => None,
+        Some(at) => {
+            let left = at - ledger::now_ms() - skew.as_millis() as i64;
+            if left <= 0 {
+                return Err(Refused(format!(
+                    "component `{}` on another host refused the call: its caller's deadline was {} ms away when it arrived, within the {} ms allowed for clock skew; nothing happened",
+                    component.name(),
+                    left + skew.as_millis() as i64,
+                    skew.as_millis()
+                ))
+                .into());
+            }
+            Some(Deadline::after(Duration::from_millis(left as u64)))
+        }
+    };
+    let options = CallOptions { deadline, request: header("Moat-Request-Id") };
     let version = component.version();
     let export = version
         .contract
@@ -154,6 +265,6 @@ fn answer(component: &Component, request: &async_nats::Message) -> Result<Vec<u8
         .with_context(|| format!("`{}` has no function `{func}` in {}", component.name(), export.name))?;
     let types: Vec<Type> = f.ty.params().map(|(_, t)| t).collect();
     let params = codec::decode_all(&types, &request.payload).context("reading the arguments")?;
-    let results = component.call_import(&import, &func, &f.ty, &params, None)?;
+    let results = component.call_import(&import, &func, &f.ty, &params, &options)?;
     codec::encode_all(&results)
 }

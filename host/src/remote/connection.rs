@@ -31,12 +31,17 @@ impl Connection {
             .build()?;
         let url = settings.url.clone();
         let host = settings.host.clone();
+        let ping = settings.ping_interval_ms;
         let client = runtime
             .block_on(async {
                 async_nats::ConnectOptions::new()
                     .name(format!("moat host {host}"))
                     .retry_on_initial_connect()
                     .connection_timeout(Duration::from_secs(2))
+                    // Notice a dead connection in seconds, not minutes, and
+                    // come back quickly once the network does.
+                    .ping_interval(Duration::from_millis(ping.max(100)))
+                    .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 200).min(1000)))
                     .event_callback(|event| async move { tracing::info!("nats: {event}") })
                     .connect(&url)
                     .await

@@ -23,6 +23,7 @@ mod calls;
 pub mod codec;
 mod connection;
 mod consume;
+mod link;
 pub mod peers;
 mod relay;
 
@@ -38,15 +39,18 @@ use crate::component::Component;
 use crate::events::{Delivery, Subscription};
 use crate::manifest::NatsSettings;
 
-pub use calls::RemoteComponent;
+pub use calls::{RemoteComponent, Unknown, new_request_id};
 pub use connection::Connection;
 pub use consume::ConsumerStatus;
+pub use link::Link;
 pub use relay::RelayStatus;
 
 /// A host's connection to NATS, and the tasks that carry its events and
 /// calls. Dropping it stops them.
 pub struct Nats {
     conn: Arc<Connection>,
+    /// What this host last saw of NATS and the other hosts.
+    link: Arc<link::Link>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// What the relays and consumers report, for `moat status`.
     relays: Mutex<BTreeMap<(String, String), Arc<relay::Progress>>>,
@@ -75,7 +79,18 @@ impl Nats {
         if !matches!(ensured, Ok(Ok(()))) {
             tracing::warn!("NATS at {} does not answer yet; events and calls across hosts wait for it", settings.url);
         }
-        Ok(Arc::new(Nats { conn, tasks: Mutex::default(), relays: Mutex::default(), consumers: Mutex::default() }))
+        let link = link::Link::new(Duration::from_millis(settings.ping_interval_ms.max(100)));
+        let tasks = vec![
+            conn.spawn(link::probe(conn.clone(), link.clone(), conn.stopping())),
+            conn.spawn(link::listen(conn.clone(), link.clone(), conn.stopping())),
+        ];
+        Ok(Arc::new(Nats {
+            conn,
+            link,
+            tasks: Mutex::new(tasks),
+            relays: Mutex::default(),
+            consumers: Mutex::default(),
+        }))
     }
 
     /// The connection.
@@ -151,6 +166,11 @@ impl Nats {
         }
     }
 
+    /// Whether this host reaches NATS and `host` now, and when it last heard `host`.
+    pub fn host_reachable(&self, host: &str) -> (Option<i64>, bool) {
+        self.link.heard(host)
+    }
+
     /// Where NATS, the stream, the relays and the consumers stand.
     pub fn status(&self) -> NatsStatus {
         let relays = self
@@ -195,7 +215,11 @@ impl Nats {
             stream_name: self.conn.events_stream(),
             url: self.conn.settings.url.clone(),
             host: self.conn.settings.host.clone(),
-            connected: self.conn.client.connection_state() == async_nats::connection::State::Connected,
+            connected: self.link.up()
+                && self.conn.client.connection_state() == async_nats::connection::State::Connected,
+            unreachable_since_ms: self.link.down_since_ms(),
+            round_trip_ms: self.link.round_trip().map(|d| d.as_secs_f64() * 1e3),
+            remotes: Vec::new(),
             stream,
             peers,
             relays,
@@ -227,8 +251,18 @@ pub struct NatsStatus {
     pub url: String,
     /// This host's name.
     pub host: String,
-    /// Whether the connection is up now.
+    /// Whether this host reaches the server now: a round trip succeeded
+    /// within the last two ping intervals.
     pub connected: bool,
+    /// Since when it cannot (ms since the Unix epoch), if it cannot.
+    #[serde(default)]
+    pub unreachable_since_ms: Option<i64>,
+    /// The last round trip's time.
+    #[serde(default)]
+    pub round_trip_ms: Option<f64>,
+    /// Each component on another host, and whether its host is heard.
+    #[serde(default)]
+    pub remotes: Vec<RemoteStatus>,
     /// The event stream, if it could be read.
     pub stream: Option<StreamStatus>,
     /// The components each host says it runs.
@@ -237,6 +271,18 @@ pub struct NatsStatus {
     pub relays: Vec<RelayStatus>,
     /// Each consumer of another host's events.
     pub consumers: Vec<ConsumerStatus>,
+}
+
+/// A component on another host, as this host last heard of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteStatus {
+    pub component: String,
+    /// The host the manifest says runs it.
+    pub host: String,
+    /// When that host was last heard (its heartbeat), in ms since the Unix epoch.
+    pub last_heard_ms: Option<i64>,
+    /// Heard within three ping intervals, and this host reaches NATS.
+    pub reachable: bool,
 }
 
 /// The event stream's state.

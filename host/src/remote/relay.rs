@@ -89,14 +89,21 @@ pub(super) async fn run(
             return;
         }
     };
-    let mut failing = false;
+    // After a failure, one event at a time until JetStream acknowledges again,
+    // then the window opens up: no window of resends piles into a connection
+    // that answers nothing. Waits between failures double, up to 5 s.
+    let (mut window, mut backoff) = (WINDOW, Duration::ZERO);
     loop {
         let woken = signal.notified();
-        match relay.once(&nats, &publisher, &progress).await {
-            Ok(0) => {
-                if failing {
+        match relay.once(&nats, &publisher, &progress, window).await {
+            Ok(n) if n > 0 => {
+                window = (window * 4).min(WINDOW);
+                backoff = Duration::ZERO;
+            }
+            Ok(_) => {
+                if !backoff.is_zero() {
                     tracing::info!(publisher = publisher.name(), topic, "relaying events to JetStream again");
-                    failing = false;
+                    backoff = Duration::ZERO;
                 }
                 tokio::select! {
                     _ = woken => {}
@@ -104,18 +111,18 @@ pub(super) async fn run(
                     _ = stop.changed() => return,
                 }
             }
-            Ok(_) => {}
             Err(e) => {
-                if !failing {
+                if backoff.is_zero() {
                     tracing::warn!(
                         publisher = publisher.name(),
                         topic,
                         "relaying events to JetStream failed, retrying: {e:#}"
                     );
-                    failing = true;
                 }
+                window = 1;
+                backoff = (backoff * 2).clamp(Duration::from_millis(250), Duration::from_secs(5));
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => return,
                 }
             }
@@ -150,6 +157,7 @@ impl Relay {
         nats: &connection::Connection,
         publisher: &Arc<Component>,
         progress: &Progress,
+        window: usize,
     ) -> Result<usize> {
         let relayed = match self.relayed {
             Some(r) => r,
@@ -173,7 +181,7 @@ impl Relay {
         let reader = self.reader.as_ref().expect("opened above");
         let head = ledger::outbox_head(reader, &self.topic)?;
         progress.head.store(head.max(relayed), Ordering::Relaxed);
-        let rows = ledger::outbox_after(reader, &self.topic, relayed, WINDOW as u32)?;
+        let rows = ledger::outbox_after(reader, &self.topic, relayed, window as u32)?;
         let Some(last) = rows.last().map(|r| r.seq) else { return Ok(0) };
 
         let mut acks = Vec::with_capacity(rows.len());
