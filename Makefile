@@ -17,7 +17,7 @@ TEST_COMPONENTS := probe stray listener forger ping tally relay product-major2 p
 
 GUEST_BUILD = $(CARGO) build --profile guest --target wasm32-wasip2
 
-.PHONY: build run test bench components test-components py-components host wasm-target clean fuzz
+.PHONY: build run test test-tools bench components test-components py-components host wasm-target clean fuzz
 
 build: components host
 
@@ -38,8 +38,25 @@ py-components:
 host:
 	$(CARGO) build --release -p moat
 
-test: test-components py-components
+test: test-components py-components test-tools
 	$(CARGO) test -p moat
+
+# What the tests run beside moat: nats-server, and iptables for the partition
+# test (which needs root for its network namespaces and skips, saying so,
+# without). Installed from Debian where missing and possible.
+test-tools:
+	@missing=""; \
+	command -v nats-server >/dev/null || missing="$$missing nats-server"; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing"; \
+	    (apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)); \
+	  else \
+	    echo "missing:$$missing (install them; the tests that need them fail or skip)"; \
+	  fi; \
+	fi
 
 # The cost of the boundary, each row against a native baseline measured in
 # the same run; prints the table and writes docs/BENCHMARKS.md.

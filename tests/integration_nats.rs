@@ -4,65 +4,13 @@
 //! starts on a free loopback port and stops and restarts at will.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::common::nats::{NatsServer, drained};
 use crate::common::*;
-
-/// A NATS server with JetStream, owned by one test.
-struct NatsServer {
-    port: u16,
-    store: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    fn start() -> NatsServer {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = NatsServer { port, store: tempfile::tempdir().unwrap(), child: None };
-        server.restart();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it again on the same port and store.
-    fn restart(&mut self) {
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server must be installed (it is on this machine's kind)");
-        self.child = Some(child);
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kills it (SIGKILL).
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Two hosts' manifests and data directories.
 struct Cluster {
@@ -112,39 +60,6 @@ impl Cluster {
         )
         .unwrap()
     }
-
-    /// Waits until every event either host published has been applied on
-    /// the other: relays caught up, consumers' cursors at the publishers' heads.
-    fn drained(&self, a: &Host, b: &Host) {
-        let start = Instant::now();
-        loop {
-            let heads: BTreeMap<String, i64> = [("a", a), ("b", b)]
-                .iter()
-                .flat_map(|(_, h)| h.client.status().ok().and_then(|s| s.nats).map(|n| n.relays).unwrap_or_default())
-                .map(|r| (r.publisher, r.head))
-                .collect();
-            let relays_done = [a, b].iter().all(|h| {
-                h.client
-                    .status()
-                    .ok()
-                    .and_then(|s| s.nats)
-                    .is_some_and(|n| n.relays.iter().all(|r| r.relayed >= r.head))
-            });
-            let consumers_done = [a, b].iter().all(|h| {
-                h.client.status().ok().and_then(|s| s.nats).is_some_and(|n| {
-                    n.consumers.iter().all(|c| heads.get(&c.publisher).is_none_or(|head| c.cursor >= *head))
-                })
-            });
-            if relays_done && consumers_done {
-                return;
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                let show = |h: &Host| format!("{:#?}", h.client.status().ok().and_then(|s| s.nats));
-                panic!("events did not drain across hosts:\na: {}\nb: {}", show(a), show(b));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 fn call(host: &Host, component: &str, call: &str) -> String {
@@ -160,12 +75,12 @@ fn the_shop_runs_across_two_hosts() {
     // Calls from host b to product, which runs on host a, go through NATS.
     call(&b, "product", PROD001);
     call(&a, "product", PROD005);
-    cluster.drained(&a, &b);
+    drained(&[&a, &b]);
 
     // Order (on b) prices from its replica, fed by product's events from a.
     call(&b, "order", ORD12345);
     call(&a, "product", r#"set-price("PROD001", 2799)"#);
-    cluster.drained(&a, &b);
+    drained(&[&a, &b]);
     let order = call(&b, "order", r#"get-order("ORD12345")"#);
     assert!(order.contains(r#"product-name: "Wireless Mouse", unit-price: 2799"#), "{order}");
 
@@ -173,8 +88,8 @@ fn the_shop_runs_across_two_hosts() {
     call(&b, "order", r#"submit-order("ORD12345")"#);
     call(&b, "order", r#"place-order("ORD2", "CUST1", [{product-id: "PROD005", quantity: 100}])"#);
     call(&b, "order", r#"submit-order("ORD2")"#);
-    cluster.drained(&a, &b);
-    cluster.drained(&a, &b);
+    drained(&[&a, &b]);
+    drained(&[&a, &b]);
     assert!(call(&b, "order", r#"get-order("ORD12345")"#).contains("status: confirmed"));
     assert!(call(&b, "order", r#"get-order("ORD2")"#).contains("status: rejected"));
     assert_eq!(
@@ -229,7 +144,7 @@ fn with_nats_down_cross_host_calls_fail_clearly_and_nothing_is_lost_or_doubled()
     let cluster = Cluster::new(&nats);
     let (a, b) = (cluster.up("a"), cluster.up("b"));
     call(&a, "product", PROD001);
-    cluster.drained(&a, &b);
+    drained(&[&a, &b]);
 
     // Load: price changes on a, orders on b (from b's replica): all local,
     // so none may fail while NATS is down.
@@ -293,7 +208,7 @@ fn with_nats_down_cross_host_calls_fail_clearly_and_nothing_is_lost_or_doubled()
     let unexplained = unexplained.lock().unwrap();
     assert!(unexplained.is_empty(), "local calls failed while NATS was down; the first: {:?}", unexplained.first());
 
-    cluster.drained(&a, &b);
+    drained(&[&a, &b]);
     let (last_price, placed) = acked.lock().unwrap().clone();
     assert!(last_price > 3000 && !placed.is_empty());
     // Every acknowledged change is in, and b's replica caught up with a.
@@ -333,7 +248,7 @@ fn killing_either_host_under_load_loses_nothing_and_applies_nothing_twice() {
             &format!(r#"create-product({{product-id: "P{p}", name: "Product {p}", price: 1000, stock: 30}})"#),
         );
     }
-    cluster.drained(hosts[0].as_ref().unwrap(), hosts[1].as_ref().unwrap());
+    drained(&[hosts[0].as_ref().unwrap(), hosts[1].as_ref().unwrap()]);
     let slots: [Arc<Slot>; 2] = Default::default();
     for (slot, host) in slots.iter().zip(&hosts) {
         *slot.client.write().unwrap() = Some(host.as_ref().unwrap().client.clone());
@@ -439,8 +354,8 @@ fn killing_either_host_under_load_loses_nothing_and_applies_nothing_twice() {
     );
     assert!(with_calls_in_flight >= 8, "only {with_calls_in_flight} of {kills} kills found calls in flight");
     let (a, b) = (hosts[0].take().unwrap(), hosts[1].take().unwrap());
-    cluster.drained(&a, &b);
-    cluster.drained(&a, &b);
+    drained(&[&a, &b]);
+    drained(&[&a, &b]);
 
     let (acked_orders, acked_prices, acked_calls, cut_off) = acked.lock().unwrap().clone();
     let (product, order, listener) =
@@ -478,8 +393,8 @@ fn two_apps_on_one_nats_server_stay_apart() {
     };
     create(&a1, "ONLY-IN-ONE");
     create(&a2, "ONLY-IN-TWO");
-    one.drained(&a1, &b1);
-    two.drained(&a2, &b2);
+    drained(&[&a1, &b1]);
+    drained(&[&a2, &b2]);
     assert_eq!(call(&b1, "listener", "seen()"), r#"["created ONLY-IN-ONE"]"#);
     assert_eq!(call(&b2, "listener", "seen()"), r#"["created ONLY-IN-TWO"]"#);
     // Calls stay within their app too.
@@ -490,4 +405,30 @@ fn two_apps_on_one_nats_server_stay_apart() {
     let (n1, n2) = (a1.client.status().unwrap().nats.unwrap(), a2.client.status().unwrap().nats.unwrap());
     assert_ne!(n1.namespace, n2.namespace);
     assert_ne!(n1.stream_name, n2.stream_name);
+}
+
+#[test]
+fn a_cross_host_call_retried_under_its_request_id_applies_once() {
+    let nats = NatsServer::start();
+    let cluster = Cluster::new(&nats);
+    let (a, b) = (cluster.up("a"), cluster.up("b"));
+    call(&a, "product", PROD001);
+    let adjust = r#"adjust-stock("PROD001", 1)"#;
+    // From b, to product on a, twice under one id: the second is a's record.
+    let first = b.client.call_once("product", adjust, false, Some("x-1".into())).unwrap();
+    assert!(!first.replayed);
+    let retry = b.client.call_once("product", adjust, false, Some("x-1".into())).unwrap();
+    assert!(retry.replayed, "a retry across hosts ran again: {retry:?}");
+    assert_eq!(retry.wave, first.wave);
+    // Reused for another call: refused on a, said so on b.
+    let err = b.client.call_once("product", r#"adjust-stock("PROD001", 7)"#, false, Some("x-1".into())).unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains("request id `x-1` was already used for another call"), "{err}");
+    assert!(call(&a, "product", r#"get-product("PROD001")"#).contains("stock: 151"));
+
+    // Its host gone, a call is not delivered, and says nothing happened.
+    a.kill();
+    let err = format!("{:#}", b.client.call_once("product", adjust, false, Some("x-2".into())).unwrap_err());
+    assert!(err.contains("nothing happened") || err.contains("whether it did before is unknown"), "{err}");
+    assert!(!err.contains("did not answer within 5000 ms: component"), "the error says it twice: {err}");
 }

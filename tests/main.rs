@@ -13,6 +13,8 @@ mod integration_hostile;
 mod integration_limits;
 mod integration_nats;
 mod integration_operator;
+mod integration_partition;
+mod integration_requests;
 mod integration_skeleton;
 mod integration_sqllogictest;
 mod integration_swap;

@@ -31,7 +31,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capability::Grants;
-use crate::capability::calls::{CallOptions, Callee};
+use crate::capability::calls::{Answer, CallOptions, Callee};
 use crate::capability::log::GuestLog;
 use crate::capability::publish::{Outbox, Signal};
 use crate::capability::schema::{Migrate, SchemaVersion};
@@ -68,7 +68,8 @@ impl InstanceState {
     /// id, under `<id>/<n>` for its n-th call, the same on every retry of it.
     pub(crate) fn call_options(&mut self) -> CallOptions {
         self.nested += 1;
-        CallOptions { deadline: self.deadline, request: self.request.as_ref().map(|r| format!("{r}/{}", self.nested)) }
+        let request = self.request.as_ref().map(|r| format!("{r}/{}", self.nested));
+        CallOptions { deadline: self.deadline, request, attempt: None }
     }
 }
 
@@ -153,8 +154,10 @@ pub enum CallError {
     )]
     Reused { request: String, component: String, function: String },
     /// The host could not run or commit the unit of work.
-    #[error("component `{component}`, `{function}`: {source:#}")]
-    Host { component: String, function: String, source: anyhow::Error },
+    /// (`error`, not `source`: the message has it already, and a source
+    /// would say it twice.)
+    #[error("component `{component}`, `{function}`: {error:#}")]
+    Host { component: String, function: String, error: anyhow::Error },
     /// No answer came from the component's host before the deadline: the
     /// call did not take effect after it; whether it did before is unknown,
     /// and a retry with `request` applies it at most once.
@@ -369,22 +372,22 @@ impl Component {
     /// rolls back otherwise. Whether the function may be called from outside
     /// is the caller's to check (`app::Invocation` does).
     pub fn call(&self, export: &str, func: &str, params: &[Val]) -> Result<Vec<Val>, CallError> {
-        self.call_with(export, func, params, &CallOptions::default()).map(|(results, _)| results)
+        self.call_with(export, func, params, &CallOptions::default()).map(|a| a.results)
     }
 
     /// Like [`Component::call`], with options: a deadline nearer than the
     /// component's own, and a request id. With an id, the call takes effect
     /// at most once: if a call with that id committed before, its recorded
-    /// result comes back (`true`: replayed) and nothing runs.
+    /// result comes back (replayed, with when it committed) and nothing runs.
     pub fn call_with(
         &self,
         export: &str,
         func: &str,
         params: &[Val],
         options: &CallOptions,
-    ) -> Result<(Vec<Val>, bool), CallError> {
+    ) -> Result<Answer, CallError> {
         let deadline = options.deadline.map_or(self.deadline(), |d| d.min(self.deadline()));
-        self.call_until(Target::Export(export), func, params, deadline, options.request.as_deref())
+        self.call_until(Target::Export(export), func, params, deadline, options)
     }
 
     fn call_until(
@@ -393,8 +396,9 @@ impl Component {
         func: &str,
         params: &[Val],
         deadline: Deadline,
-        request: Option<&str>,
-    ) -> Result<(Vec<Val>, bool), CallError> {
+        options: &CallOptions,
+    ) -> Result<Answer, CallError> {
+        let request = options.request.as_deref();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut shown = String::new();
         let result = self.unit(deadline, |u| {
@@ -412,7 +416,7 @@ impl Component {
                 if returned_err(&results) {
                     u.discard();
                 }
-                return Ok((results, false));
+                return Ok(Answer { results, replayed: None });
             };
             let fingerprint = fingerprint(&export, func, params);
             if let Some(done) = u.db().host(|c| ledger::request(c, id))? {
@@ -420,7 +424,11 @@ impl Component {
                 if done.fingerprint != fingerprint {
                     bail!(Reused);
                 }
-                return Ok((replay(&u.version().contract, &export, func, &done.result)?, true));
+                let results = replay(&u.version().contract, &export, func, &done.result)?;
+                // Committed by this very attempt (an earlier resend of it):
+                // its own result, not a replay.
+                let own = done.attempt.is_some() && done.attempt == options.attempt;
+                return Ok(Answer { results, replayed: (!own).then_some(done.committed_ms) });
             }
             u.request = Some(id.to_string());
             let results = u.call(&export, func, params)?;
@@ -429,10 +437,15 @@ impl Component {
                 u.discard();
             } else {
                 let result = results.first().map(crate::values::to_wave).unwrap_or_default();
-                let record = ledger::RequestRecord { fingerprint, result, committed_ms: ledger::now_ms() };
+                let record = ledger::RequestRecord {
+                    fingerprint,
+                    result,
+                    committed_ms: ledger::now_ms(),
+                    attempt: options.attempt.clone(),
+                };
                 u.db().host(|c| ledger::record_request(c, id, &record))?;
             }
-            Ok((results, false))
+            Ok(Answer { results, replayed: None })
         });
         if shown.is_empty() {
             shown = qualified(&target.to_string(), func);
@@ -446,7 +459,7 @@ impl Component {
             match e.downcast::<Failure>() {
                 Ok(Failure::Missing) => CallError::Refused { component, function, why: "it does not export it".into() },
                 Ok(Failure::Trapped { reason, overrun }) => CallError::Trap { component, function, reason, overrun },
-                Err(source) => CallError::Host { component, function, source },
+                Err(error) => CallError::Host { component, function, error },
             }
         })
     }
@@ -514,6 +527,9 @@ impl Component {
             guard.slot.broken = true;
         }
         std::mem::forget(guard);
+        // Whoever waits longest goes next: a caller behind a busy route is
+        // not overtaken by that route's next batch.
+        parking_lot::MutexGuard::unlock_fair(slot);
         if result.is_ok() && keep && published {
             self.signal.notify();
         }
@@ -542,7 +558,13 @@ impl Component {
         self.unit(self.deadline(), |u| {
             let (handler, ty) = handler_for(&u.version().contract, topic)?;
             let mut handled = Handled { applied: 0, through: None, failed: None };
+            let started = Instant::now();
             for event in batch {
+                // A long batch yields the component to its callers now and
+                // then: what is applied commits, the rest comes next batch.
+                if handled.applied > 0 && started.elapsed() > BATCH_SLICE {
+                    break;
+                }
                 // Each event gets the whole of the component's deadline.
                 u.deadline = self.deadline();
                 if let Err(e) = u.db().savepoint() {
@@ -637,17 +659,15 @@ impl Callee for Component {
         _ty: &ComponentFunc,
         params: &[Val],
         options: &CallOptions,
-    ) -> Result<Vec<Val>> {
+    ) -> Result<Answer> {
         if !contract::is_public(import) {
             bail!("{import} is not a contract interface: only the host calls it");
         }
         let own = self.deadline();
         let deadline = options.deadline.map_or(own, |d| d.min(own));
-        self.call_until(Target::Import(import), func, params, deadline, options.request.as_deref())
-            .map(|(results, _)| results)
-            .map_err(|e| {
-                if e.overrun() { anyhow::Error::new(Overrun).context(e.to_string()) } else { anyhow::Error::new(e) }
-            })
+        self.call_until(Target::Import(import), func, params, deadline, options).map_err(|e| {
+            if e.overrun() { anyhow::Error::new(Overrun).context(e.to_string()) } else { anyhow::Error::new(e) }
+        })
     }
 }
 
@@ -915,6 +935,10 @@ fn handler_for(contract: &Contract, topic: &str) -> Result<(String, Type)> {
         .with_context(|| format!("{} has no `handle` function", handler.name))?;
     Ok((handler.name.clone(), ty))
 }
+
+/// How long a batch of events may hold its subscriber before it commits
+/// what it applied and lets a waiting call in.
+const BATCH_SLICE: Duration = Duration::from_millis(100);
 
 /// A request id reused for another call.
 #[derive(Debug, thiserror::Error)]

@@ -118,6 +118,12 @@ pub fn sweep() {
 #[error("the call ran past its deadline")]
 pub struct Overrun;
 
+/// An error's message with its causes, except an [`Overrun`] under a context
+/// that already says what ran past which deadline (said twice otherwise).
+pub fn describe(e: &anyhow::Error) -> String {
+    if e.is::<Overrun>() && e.chain().count() > 1 { e.to_string() } else { format!("{e:#}") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -289,10 +289,11 @@ struct RawManifest {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error(
-        "cannot read the manifest {path}: {source}\n\
+        "cannot read the manifest {path}: {error}\n\
          Pass --manifest PATH, or run moat in the directory that holds {FILE_NAME}."
     )]
-    Read { path: PathBuf, source: std::io::Error },
+    // Not `source`: the message has it already, and a source would say it twice.
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path} is not a valid manifest:\n{message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -303,7 +304,7 @@ impl Manifest {
     /// Reads and checks the manifest at `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         let text =
-            std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+            std::fs::read_to_string(path).map_err(|error| ManifestError::Read { path: path.to_path_buf(), error })?;
         Self::parse(path, &text)
     }
 

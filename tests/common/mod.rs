@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test module uses a different subset")]
 
 pub mod checks;
+pub mod nats;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -143,7 +144,25 @@ impl Host {
         env: &[(&str, &str)],
         log: bool,
     ) -> (Host, Option<std::sync::mpsc::Receiver<String>>) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
+        Host::spawn(Command::new(env!("CARGO_BIN_EXE_moat")), manifest, data, env, log)
+    }
+
+    /// Starts `moat up` inside a network namespace (`ip netns exec`, which
+    /// execs it: the child is the host itself).
+    pub fn start_in_netns(netns: &str, manifest: &Path, data: &Path) -> Host {
+        let mut ip = Command::new("ip");
+        ip.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_moat")]);
+        Host::spawn(ip, manifest, data, &[], false).0
+    }
+
+    fn spawn(
+        mut command: Command,
+        manifest: &Path,
+        data: &Path,
+        env: &[(&str, &str)],
+        log: bool,
+    ) -> (Host, Option<std::sync::mpsc::Receiver<String>>) {
+        let mut child = command
             .arg("--manifest")
             .arg(manifest)
             .arg("--data")

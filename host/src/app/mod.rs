@@ -13,7 +13,8 @@ mod plan;
 mod running;
 mod swap;
 
+pub use crate::capability::calls::Answer;
 pub use invoke::{FunctionRef, Invocation, find_function, listing};
 pub use plan::{Part, Plan};
-pub use running::{Answer, App, ServedElsewhere, Status};
+pub use running::{App, ServedElsewhere, Status};
 pub use swap::{SwapError, SwapReport};

@@ -12,7 +12,7 @@ use wasmtime::component::Val;
 
 use super::invoke::{FunctionRef, Invocation, find_function};
 use super::plan::Plan;
-use crate::capability::calls::{CallOptions, Callee};
+use crate::capability::calls::{Answer, CallOptions, Callee};
 use crate::capability::publish::Signal;
 use crate::component::{CallError, Component, ComponentStatus, Version};
 use crate::contract::Contract;
@@ -192,21 +192,12 @@ impl App {
         let function = crate::component::qualified(&f.export, &f.func);
         if let Some(remote) = self.remotes.get(&f.component) {
             return match remote.client.call_import(&f.interface(), &f.func, &f.ty, params, options) {
-                Ok(results) => Ok(Answer { results, replayed: false }),
-                Err(source) => Err(match source.downcast::<crate::remote::Unknown>() {
-                    Ok(unknown) => CallError::Unknown {
-                        component: f.component.clone(),
-                        function,
-                        request: unknown.request,
-                        message: unknown.message,
-                    },
-                    Err(source) => CallError::Host { component: f.component.clone(), function, source },
-                }),
+                Ok(answer) => Ok(answer),
+                Err(source) => Err(remote_error(&f.component, function, source, options)),
             };
         }
         let component = self.components.get(&f.component).expect("a FunctionRef names a loaded component");
-        let (results, replayed) = component.call_with(&f.export, &f.func, params, options)?;
-        Ok(Answer { results, replayed })
+        component.call_with(&f.export, &f.func, params, options)
     }
 
     /// Finds the public function a user named, as [`Plan::function`] does.
@@ -326,16 +317,6 @@ impl App {
     }
 }
 
-/// What a call returned.
-#[derive(Debug)]
-pub struct Answer {
-    /// Its results.
-    pub results: Vec<Val>,
-    /// They were recorded by an earlier call with the same request id: the
-    /// call did not run again.
-    pub replayed: bool,
-}
-
 /// Where an app stands, for `moat status`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Status {
@@ -347,4 +328,21 @@ pub struct Status {
     pub subscriptions: Vec<RouteStatus>,
     /// NATS, when the app spans hosts.
     pub nats: Option<remote::NatsStatus>,
+}
+
+/// A call to another host's component that failed, as a [`CallError`]: the
+/// cases a caller acts on (outcome unknown, request id reused) kept apart.
+fn remote_error(component: &str, function: String, source: anyhow::Error, options: &CallOptions) -> CallError {
+    let component = component.to_string();
+    let source = match source.downcast::<remote::Unknown>() {
+        Ok(unknown) => {
+            return CallError::Unknown { component, function, request: unknown.request, message: unknown.message };
+        }
+        Err(source) => source,
+    };
+    if source.is::<remote::Reused>() {
+        let request = options.request.clone().unwrap_or_default();
+        return CallError::Reused { request, component, function };
+    }
+    CallError::Host { component, function, error: source }
 }

@@ -37,6 +37,20 @@ pub struct CallOptions {
     /// the id with the result in the unit of work that commits it, and a
     /// call reusing the id gets the recorded result instead of running again.
     pub request: Option<String>,
+    /// Which attempt of the caller's this is: a caller that resends a
+    /// request while it waits (across hosts) sends the same attempt, so the
+    /// result one of its own resends committed is not reported replayed.
+    pub attempt: Option<String>,
+}
+
+/// What a call returned.
+#[derive(Debug)]
+pub struct Answer {
+    /// Its results.
+    pub results: Vec<Val>,
+    /// When they were recorded (ms since the Unix epoch), if an earlier call
+    /// with the same request id committed them: this one did not run again.
+    pub replayed: Option<i64>,
 }
 
 /// Who serves calls to a component: it, here, or its host, through NATS.
@@ -51,7 +65,7 @@ pub trait Callee: Send + Sync {
         ty: &ComponentFunc,
         params: &[Val],
         options: &CallOptions,
-    ) -> Result<Vec<Val>>;
+    ) -> Result<Answer>;
 }
 
 /// An import of a public interface another component of the app exports.
@@ -141,10 +155,10 @@ pub fn forward<T: 'static>(
                 if e.is::<crate::deadline::Overrun>() && options.deadline.is_some_and(|d| d.passed()) {
                     wasmtime::Error::new(crate::deadline::Overrun)
                 } else {
-                    wasmtime::format_err!("{e:#}")
+                    wasmtime::format_err!("{}", crate::deadline::describe(&e))
                 }
             })?;
-            for (slot, value) in results.iter_mut().zip(out) {
+            for (slot, value) in results.iter_mut().zip(out.results) {
                 *slot = value;
             }
             Ok(())

@@ -46,12 +46,16 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     if !args.no_wait {
         settle(&app);
     }
-    let options = CallOptions { deadline: None, request: args.request_id.clone() };
+    let options = CallOptions { request: args.request_id.clone(), ..CallOptions::default() };
     let answer = app.invoke_with(&invocation, &options);
     if !args.no_wait && answer.is_ok() {
         settle(&app);
     }
-    let results = answer?.results;
+    let answer = answer?;
+    if answer.replayed.is_some() {
+        replayed(&args);
+    }
+    let results = answer.results;
 
     if let Some(result) = results.first() {
         if ctx.json {
@@ -66,9 +70,20 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
 /// The call, through a running host.
 fn through(ctx: &Context, host: &Client, args: &Args) -> Result<Exit> {
     let answer = host.call_once(&args.component, &args.call, !args.no_wait, args.request_id.clone())?;
+    if answer.replayed {
+        replayed(args);
+    }
     let shown = if ctx.json { answer.json.map(|j| j.to_string()) } else { answer.wave };
     if let Some(shown) = shown {
         println!("{shown}");
     }
     Ok(if answer.returned_err { Exit::ReturnedErr } else { Exit::Ok })
+}
+
+/// Says, on stderr, that the result printed is one recorded before.
+fn replayed(args: &Args) {
+    eprintln!(
+        "request id `{}` committed before: this is its recorded result, and nothing ran again",
+        args.request_id.as_deref().unwrap_or_default()
+    );
 }

@@ -240,7 +240,7 @@ fn failed(e: impl Into<anyhow::Error>) -> Failure {
 async fn call(State(app): State<Arc<App>>, Json(req): Json<CallRequest>) -> Result<Json<CallResponse>, Failure> {
     blocking(move || {
         let invocation = app.invocation(&req.component, &req.call).map_err(bad_input)?;
-        let options = CallOptions { deadline: None, request: req.request_id.clone() };
+        let options = CallOptions { request: req.request_id.clone(), ..CallOptions::default() };
         let answer = app.invoke_with(&invocation, &options).map_err(|e| match e {
             CallError::Reused { .. } => Failure(StatusCode::UNPROCESSABLE_ENTITY, e.into()),
             CallError::Unknown { .. } => Failure(StatusCode::GATEWAY_TIMEOUT, e.into()),
@@ -256,7 +256,7 @@ async fn call(State(app): State<Arc<App>>, Json(req): Json<CallRequest>) -> Resu
             wave: results.first().map(values::to_wave),
             json: results.first().map(values::to_json),
             returned_err: returned_err(&results),
-            replayed: answer.replayed,
+            replayed: answer.replayed.is_some(),
         })
     })
     .await

@@ -17,11 +17,13 @@
 //! whether it did before is unknown, and a retry with the same request id
 //! finds out, applying it at most once).
 //!
-//! Request headers `Moat-Import` (the interface as the caller imports it)
-//! and `Moat-Function`; the body is the arguments in [`codec`]. The reply's
-//! body is the results, or `Moat-Outcome` and `Moat-Error` say why not. The
-//! callee decodes with its own types and runs the call as a unit of work of
-//! its own, exactly as for a caller in its own process.
+//! Request headers `Moat-Import` (the interface as the caller imports it),
+//! `Moat-Function`, `Moat-Request-Id`, `Moat-Deadline-Ms` and `Moat-Attempt`
+//! (the same on every resend of one call); the body is the arguments in [`codec`]. The reply's
+//! body is the results (with `Moat-Replayed-Committed-Ms` if an earlier call
+//! under the id committed them), or `Moat-Outcome` and `Moat-Error` say why
+//! not. The callee decodes with its own types and runs the call as a unit of
+//! work of its own, exactly as for a caller in its own process.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,8 +37,8 @@ use wasmtime::component::types::{ComponentFunc, Type};
 
 use super::codec;
 use super::connection::{Connection, token};
-use crate::capability::calls::{CallOptions, Callee};
-use crate::component::Component;
+use crate::capability::calls::{Answer, CallOptions, Callee};
+use crate::component::{CallError, Component};
 use crate::contract::InterfaceId;
 use crate::deadline::Deadline;
 use crate::ledger;
@@ -85,7 +87,7 @@ impl Callee for RemoteComponent {
         ty: &ComponentFunc,
         params: &[Val],
         options: &CallOptions,
-    ) -> Result<Vec<Val>> {
+    ) -> Result<Answer> {
         let deadline = options.deadline.unwrap_or_else(|| Deadline::after(DEFAULT_TIMEOUT));
         let request = options.request.clone().unwrap_or_else(new_request_id);
         let results: Vec<Type> = ty.results().collect();
@@ -94,6 +96,9 @@ impl Callee for RemoteComponent {
         headers.insert("Moat-Import", import.to_string().as_str());
         headers.insert("Moat-Function", func);
         headers.insert("Moat-Request-Id", request.as_str());
+        // Every resend below is this attempt: what one of them committed is
+        // this call's own result, not a replay.
+        headers.insert("Moat-Attempt", new_request_id().as_str());
         headers.insert(
             "Moat-Deadline-Ms",
             (ledger::now_ms() + deadline.remaining().as_millis() as i64).to_string().as_str(),
@@ -143,11 +148,18 @@ impl Callee for RemoteComponent {
                  the call was not delivered and nothing happened (is its host up, with the same [nats] namespace?)"
             );
         };
-        if let Some(error) = reply.headers.as_ref().and_then(|h| h.get("Moat-Error")) {
-            bail!("{}", error.as_str());
+        let header = |name: &str| reply.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
+        if let Some(error) = header("Moat-Error") {
+            if header("Moat-Outcome").as_deref() == Some("reused") {
+                bail!(Reused(error));
+            }
+            // Refused, or failed and rolled back: the callee says so.
+            bail!("on its host, nothing happened: {error}");
         }
-        codec::decode_all(&results, &reply.payload)
-            .with_context(|| format!("reading the results of `{component}`.{func}"))
+        let results = codec::decode_all(&results, &reply.payload)
+            .with_context(|| format!("reading the results of `{component}`.{func}"))?;
+        let replayed = header("Moat-Replayed-Committed-Ms").and_then(|at| at.parse::<i64>().ok());
+        Ok(Answer { results, replayed })
     }
 }
 
@@ -160,6 +172,11 @@ pub struct Unknown {
     /// The id to retry with.
     pub request: String,
 }
+
+/// The request id was used before for another call: nothing ran.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Reused(String);
 
 /// A fresh request id: unique across hosts and restarts.
 pub fn new_request_id() -> String {
@@ -199,14 +216,23 @@ pub(super) async fn serve(nats: Arc<Connection>, component: Arc<Component>, mut 
                 let answer = tokio::task::spawn_blocking(move || answer(&c, &request, skew)).await;
                 let mut headers = HeaderMap::new();
                 let body = match answer {
-                    Ok(Ok(body)) => {
+                    Ok(Ok((body, replayed))) => {
                         headers.insert("Moat-Outcome", "done");
+                        if let Some(at) = replayed {
+                            headers.insert("Moat-Replayed-Committed-Ms", at.to_string().as_str());
+                        }
                         body
                     }
                     Ok(Err(e)) => {
-                        let refused = e.is::<Refused>();
-                        headers.insert("Moat-Outcome", if refused { "refused" } else { "failed" });
-                        headers.insert("Moat-Error", format!("{e:#}").replace(['\r', '\n'], " ").as_str());
+                        let outcome = if e.is::<Refused>() {
+                            "refused"
+                        } else if matches!(e.downcast_ref::<CallError>(), Some(CallError::Reused { .. })) {
+                            "reused"
+                        } else {
+                            "failed"
+                        };
+                        headers.insert("Moat-Outcome", outcome);
+                        headers.insert("Moat-Error", crate::deadline::describe(&e).replace(['\r', '\n'], " ").as_str());
                         Vec::new()
                     }
                     Err(e) => {
@@ -229,8 +255,9 @@ pub(super) async fn serve(nats: Arc<Connection>, component: Arc<Component>, mut 
 struct Refused(String);
 
 /// Runs one request against the component, within its caller's deadline
-/// (less `skew`, the most the hosts' clocks may differ); the encoded results.
-fn answer(component: &Component, request: &async_nats::Message, skew: Duration) -> Result<Vec<u8>> {
+/// (less `skew`, the most the hosts' clocks may differ); the encoded results,
+/// and, if an earlier call with its request id recorded them, when.
+fn answer(component: &Component, request: &async_nats::Message, skew: Duration) -> Result<(Vec<u8>, Option<i64>)> {
     let header = |name: &str| -> Option<String> {
         request.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_string())
     };
@@ -253,7 +280,7 @@ fn answer(component: &Component, request: &async_nats::Message, skew: Duration) 
             Some(Deadline::after(Duration::from_millis(left as u64)))
         }
     };
-    let options = CallOptions { deadline, request: header("Moat-Request-Id") };
+    let options = CallOptions { deadline, request: header("Moat-Request-Id"), attempt: header("Moat-Attempt") };
     let version = component.version();
     let export = version
         .contract
@@ -265,6 +292,6 @@ fn answer(component: &Component, request: &async_nats::Message, skew: Duration) 
         .with_context(|| format!("`{}` has no function `{func}` in {}", component.name(), export.name))?;
     let types: Vec<Type> = f.ty.params().map(|(_, t)| t).collect();
     let params = codec::decode_all(&types, &request.payload).context("reading the arguments")?;
-    let results = component.call_import(&import, &func, &f.ty, &params, &options)?;
-    codec::encode_all(&results)
+    let answer = component.call_import(&import, &func, &f.ty, &params, &options)?;
+    Ok((codec::encode_all(&answer.results)?, answer.replayed))
 }

@@ -167,8 +167,12 @@ async fn consume(nats: &Connection, consumer: &Arc<Consumer>) -> Result<()> {
         } else {
             batch_size.saturating_sub(pending.len())
         };
-        if room > 0 {
-            let wait = if pending.is_empty() || gapped { Duration::from_millis(500) } else { Duration::from_millis(5) };
+        // Fetch only when what was fetched is applied (or an event is
+        // missing): a fetch while messages are still owed to an earlier one
+        // can sit on the server until the client gives up (seconds), and a
+        // batch that yields its subscriber comes back for the rest anyway.
+        if room > 0 && (pending.is_empty() || gapped) {
+            let wait = Duration::from_millis(500);
             let mut messages = pull
                 .fetch()
                 .max_messages(room)
@@ -176,10 +180,17 @@ async fn consume(nats: &Connection, consumer: &Arc<Consumer>) -> Result<()> {
                 .messages()
                 .await
                 .map_err(|e| anyhow!("fetching from JetStream: {e}"))?;
-            while let Some(message) = messages.next().await {
-                let message = message.map_err(|e| anyhow!("fetching from JetStream: {e}"))?;
-                let (event, prev) = parse(&message, &delivery.sub.topic)?;
-                pending.insert(event.seq, (event, prev, message));
+            // Bounded on this side too: a fetch the server forgot ends here.
+            let fetched = async {
+                while let Some(message) = messages.next().await {
+                    let message = message.map_err(|e| anyhow!("fetching from JetStream: {e}"))?;
+                    let (event, prev) = parse(&message, &delivery.sub.topic)?;
+                    pending.insert(event.seq, (event, prev, message));
+                }
+                Ok::<(), anyhow::Error>(())
+            };
+            if let Ok(result) = tokio::time::timeout(wait + Duration::from_secs(1), fetched).await {
+                result?;
             }
         }
         let cursor = {

@@ -39,7 +39,7 @@ use crate::component::Component;
 use crate::events::{Delivery, Subscription};
 use crate::manifest::NatsSettings;
 
-pub use calls::{RemoteComponent, Unknown, new_request_id};
+pub use calls::{RemoteComponent, Reused, Unknown, new_request_id};
 pub use connection::Connection;
 pub use consume::ConsumerStatus;
 pub use link::Link;
@@ -80,10 +80,7 @@ impl Nats {
             tracing::warn!("NATS at {} does not answer yet; events and calls across hosts wait for it", settings.url);
         }
         let link = link::Link::new(Duration::from_millis(settings.ping_interval_ms.max(100)));
-        let tasks = vec![
-            conn.spawn(link::probe(conn.clone(), link.clone(), conn.stopping())),
-            conn.spawn(link::listen(conn.clone(), link.clone(), conn.stopping())),
-        ];
+        let tasks = vec![conn.spawn(link::run(conn.clone(), link.clone(), conn.stopping()))];
         Ok(Arc::new(Nats {
             conn,
             link,
@@ -130,6 +127,7 @@ impl Nats {
                     topic,
                     progress,
                     wiring.signal.clone(),
+                    self.link.clone(),
                     conn.stopping(),
                 );
                 tasks.push(conn.spawn(task));
@@ -181,6 +179,11 @@ impl Nats {
             .map(|((publisher, topic), p)| p.status(publisher, topic))
             .collect();
         let consumers: Vec<Arc<consume::Consumer>> = self.consumers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let connected =
+            self.link.up() && self.conn.client.connection_state() == async_nats::connection::State::Connected;
+        // Cut off, the server cannot say where the stream and consumers
+        // stand: say what this host knows, at once, rather than wait for it.
+        let asked = if connected { ASKED } else { Duration::ZERO };
         let (stream, peers, consumers) = self.conn.run(move |c| async move {
             let stream = async {
                 let mut s = c.js.get_stream(c.events_stream()).await.ok()?;
@@ -192,31 +195,29 @@ impl Nats {
                     last_seq: info.state.last_sequence,
                 })
             };
-            let stream = tokio::time::timeout(Duration::from_secs(2), stream).await.ok().flatten();
-            let peers = tokio::time::timeout(Duration::from_secs(2), peers::list(&c))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            let mut out = Vec::new();
-            for consumer in &consumers {
-                out.push(
-                    tokio::time::timeout(Duration::from_secs(2), consumer.status(&c))
+            // Asked together, so a server slow to answer costs `asked` once.
+            let stream = async { tokio::time::timeout(asked, stream).await.ok().flatten() };
+            let peers = async {
+                tokio::time::timeout(asked, peers::list(&c)).await.ok().and_then(Result::ok).unwrap_or_default()
+            };
+            let consumers = futures::future::join_all(consumers.iter().map(|consumer| {
+                let c = &c;
+                async move {
+                    tokio::time::timeout(asked, consumer.status(c))
                         .await
                         .ok()
                         .flatten()
-                        .unwrap_or_else(|| consumer.offline_status()),
-                );
-            }
-            (stream, peers, out)
+                        .unwrap_or_else(|| consumer.offline_status())
+                }
+            }));
+            futures::join!(stream, peers, consumers)
         });
         NatsStatus {
             namespace: self.conn.settings.namespace().to_string(),
             stream_name: self.conn.events_stream(),
             url: self.conn.settings.url.clone(),
             host: self.conn.settings.host.clone(),
-            connected: self.link.up()
-                && self.conn.client.connection_state() == async_nats::connection::State::Connected,
+            connected,
             unreachable_since_ms: self.link.down_since_ms(),
             round_trip_ms: self.link.round_trip().map(|d| d.as_secs_f64() * 1e3),
             remotes: Vec::new(),
@@ -227,6 +228,9 @@ impl Nats {
         }
     }
 }
+
+/// How long `moat status` waits for the server's answers.
+const ASKED: Duration = Duration::from_secs(1);
 
 impl Drop for Nats {
     fn drop(&mut self) {

@@ -19,6 +19,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
 
 use super::connection::{self, token};
+use super::link::Link;
 use crate::capability::publish::Signal;
 use crate::component::Component;
 use crate::ledger;
@@ -80,6 +81,7 @@ pub(super) async fn run(
     topic: String,
     progress: Arc<Progress>,
     signal: Arc<Signal>,
+    link: Arc<Link>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut relay = match Relay::open(&nats, &publisher, &topic) {
@@ -91,7 +93,8 @@ pub(super) async fn run(
     };
     // After a failure, one event at a time until JetStream acknowledges again,
     // then the window opens up: no window of resends piles into a connection
-    // that answers nothing. Waits between failures double, up to 5 s.
+    // that answers nothing. Waits between failures double, up to 5 s, and
+    // end early when the link comes back up.
     let (mut window, mut backoff) = (WINDOW, Duration::ZERO);
     loop {
         let woken = signal.notified();
@@ -123,6 +126,7 @@ pub(super) async fn run(
                 backoff = (backoff * 2).clamp(Duration::from_millis(250), Duration::from_secs(5));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
+                    _ = link.restored() => {}
                     _ = stop.changed() => return,
                 }
             }
