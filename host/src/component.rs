@@ -427,7 +427,8 @@ impl Component {
                 let results = replay(&u.version().contract, &export, func, &done.result)?;
                 // Committed by this very attempt (an earlier resend of it):
                 // its own result, not a replay.
-                let own = done.attempt.is_some() && done.attempt == options.attempt;
+                let attempt = options.attempt.as_ref().map(|a| &a.id);
+                let own = done.attempt.is_some() && done.attempt.as_ref() == attempt;
                 return Ok(Answer { results, replayed: (!own).then_some(done.committed_ms) });
             }
             u.request = Some(id.to_string());
@@ -441,7 +442,11 @@ impl Component {
                     fingerprint,
                     result,
                     committed_ms: ledger::now_ms(),
-                    attempt: options.attempt.clone(),
+                    attempt: options.attempt.as_ref().map(|a| a.id.clone()),
+                    deadline_ms: options.attempt.as_ref().map_or_else(
+                        || ledger::now_ms() + u.deadline.remaining().as_millis() as i64,
+                        |a| a.deadline_ms,
+                    ),
                 };
                 u.db().host(|c| ledger::record_request(c, id, &record))?;
             }

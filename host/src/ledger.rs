@@ -65,7 +65,8 @@ const TABLES: &str = r#"
         fingerprint  TEXT NOT NULL,
         result       TEXT NOT NULL,
         committed_ms INTEGER NOT NULL,
-        attempt      TEXT
+        attempt      TEXT,
+        deadline_ms  INTEGER NOT NULL
     ) WITHOUT ROWID;"#;
 
 /// Creates the host's tables, and upgrades those an earlier moat made.
@@ -302,23 +303,35 @@ pub struct RequestRecord {
     pub committed_ms: i64,
     /// The caller's attempt that committed it, if the caller named it.
     pub attempt: Option<String>,
+    /// Its caller's deadline (ms since the Unix epoch, by the caller's clock
+    /// when it is on another host): it committed before it.
+    pub deadline_ms: i64,
 }
 
 /// The record of the call made with request id `id`, if it committed.
 pub fn request(c: &Connection, id: &str) -> rusqlite::Result<Option<RequestRecord>> {
-    c.prepare_cached(r#"SELECT fingerprint, result, committed_ms, attempt FROM main."_moat_request" WHERE id = ?1"#)?
-        .query_row([id], |r| {
-            Ok(RequestRecord { fingerprint: r.get(0)?, result: r.get(1)?, committed_ms: r.get(2)?, attempt: r.get(3)? })
+    c.prepare_cached(
+        r#"SELECT fingerprint, result, committed_ms, attempt, deadline_ms FROM main."_moat_request" WHERE id = ?1"#,
+    )?
+    .query_row([id], |r| {
+        Ok(RequestRecord {
+            fingerprint: r.get(0)?,
+            result: r.get(1)?,
+            committed_ms: r.get(2)?,
+            attempt: r.get(3)?,
+            deadline_ms: r.get(4)?,
         })
-        .optional()
+    })
+    .optional()
 }
 
 /// Records a call made with a request id, in its own unit of work.
 pub fn record_request(c: &Connection, id: &str, record: &RequestRecord) -> rusqlite::Result<()> {
     c.prepare_cached(
-        r#"INSERT INTO main."_moat_request" (id, fingerprint, result, committed_ms, attempt) VALUES (?1, ?2, ?3, ?4, ?5)"#,
+        r#"INSERT INTO main."_moat_request" (id, fingerprint, result, committed_ms, attempt, deadline_ms)
+           VALUES (?1, ?2, ?3, ?4, ?5, ?6)"#,
     )?
-    .execute(params![id, record.fingerprint, record.result, record.committed_ms, record.attempt])
+    .execute(params![id, record.fingerprint, record.result, record.committed_ms, record.attempt, record.deadline_ms])
     .map(drop)
 }
 

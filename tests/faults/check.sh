@@ -10,6 +10,8 @@
 #   drop-relayed-event.patch  every 25th event is never sent to JetStream, yet counts as relayed
 #   flaky-calls.patch         one call in a hundred fails for no reason
 #   swap-redelivers.patch     a swap makes subscribers hear the swapped component's events again
+#   callee-ignores-deadline.patch  a call from another host runs to the callee's own deadline, not its caller's
+#   retries-run-again.patch   a request id is never looked up: a retry under it runs again
 set -eu
 patch=$1
 shift

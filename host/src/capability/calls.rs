@@ -37,10 +37,20 @@ pub struct CallOptions {
     /// the id with the result in the unit of work that commits it, and a
     /// call reusing the id gets the recorded result instead of running again.
     pub request: Option<String>,
-    /// Which attempt of the caller's this is: a caller that resends a
-    /// request while it waits (across hosts) sends the same attempt, so the
-    /// result one of its own resends committed is not reported replayed.
-    pub attempt: Option<String>,
+    /// Which attempt of the caller's this is, when the caller is on another
+    /// host: it resends a request while it waits, under the same attempt, so
+    /// the result one of its own resends committed is not reported replayed.
+    pub attempt: Option<Attempt>,
+}
+
+/// One attempt of a caller on another host, as it sent it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub id: String,
+    /// The caller's deadline, as its wall clock says (ms since the Unix
+    /// epoch): kept with the request's record, so whether a call committed
+    /// before its caller gave up can be checked afterwards.
+    pub deadline_ms: i64,
 }
 
 /// What a call returned.

@@ -37,7 +37,7 @@ use wasmtime::component::types::{ComponentFunc, Type};
 
 use super::codec;
 use super::connection::{Connection, token};
-use crate::capability::calls::{Answer, CallOptions, Callee};
+use crate::capability::calls::{Answer, Attempt, CallOptions, Callee};
 use crate::component::{CallError, Component};
 use crate::contract::InterfaceId;
 use crate::deadline::Deadline;
@@ -70,8 +70,8 @@ impl RemoteComponent {
     }
 }
 
-/// What came back for one attempt.
-enum Attempt {
+/// What came back for one send of the request.
+enum Sent {
     Answered(async_nats::Message),
     NoResponders,
     NoAnswer,
@@ -112,23 +112,23 @@ impl Callee for RemoteComponent {
                 break None;
             }
             let (headers, body, subject) = (headers.clone(), body.clone(), subject.clone());
-            let attempt = self.nats.run(move |n| async move {
+            let sent = self.nats.run(move |n| async move {
                 let request = async_nats::Request::new().headers(headers).payload(body).timeout(Some(wait));
                 match n.client.send_request(subject, request).await {
-                    Ok(reply) => Attempt::Answered(reply),
-                    Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Attempt::NoResponders,
+                    Ok(reply) => Sent::Answered(reply),
+                    Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Sent::NoResponders,
                     Err(_) => {
                         // Timed out, or the connection failed under it: the
                         // request may have reached the callee.
                         tokio::time::sleep(Duration::from_millis(20)).await;
-                        Attempt::NoAnswer
+                        Sent::NoAnswer
                     }
                 }
             });
-            match attempt {
-                Attempt::Answered(reply) => break Some(reply),
-                Attempt::NoAnswer => maybe_delivered = true,
-                Attempt::NoResponders => std::thread::sleep(deadline.remaining().min(Duration::from_millis(100))),
+            match sent {
+                Sent::Answered(reply) => break Some(reply),
+                Sent::NoAnswer => maybe_delivered = true,
+                Sent::NoResponders => std::thread::sleep(deadline.remaining().min(Duration::from_millis(100))),
             }
         };
         let waited = started.elapsed().as_millis();
@@ -280,7 +280,10 @@ fn answer(component: &Component, request: &async_nats::Message, skew: Duration) 
             Some(Deadline::after(Duration::from_millis(left as u64)))
         }
     };
-    let options = CallOptions { deadline, request: header("Moat-Request-Id"), attempt: header("Moat-Attempt") };
+    let attempt = header("Moat-Attempt")
+        .zip(header("Moat-Deadline-Ms").and_then(|d| d.parse().ok()))
+        .map(|(id, deadline_ms)| Attempt { id, deadline_ms });
+    let options = CallOptions { deadline, request: header("Moat-Request-Id"), attempt };
     let version = component.version();
     let export = version
         .contract
