@@ -2,7 +2,7 @@
 //! owns its data.
 //!
 //! Layout, from the front door down; each module imports only the ones
-//! below it (`make test` checks: `tests/module-graph.py`):
+//! below it (`make test` checks: `tests/module_graph.rs`):
 //! - `cli`: the `moat` command, one file per subcommand.
 //! - `control`: `moat up`'s control API (server) and the CLI's client of it.
 //! - `app`: loading an app (plan, then open), calling into it, swapping one
