@@ -13,11 +13,11 @@ DEMO   := target/demo
 
 # Components of the shop, and test-only components loaded by tests/.
 COMPONENTS      := product order product-v2
-TEST_COMPONENTS := probe stray listener forger ping tally relay product-major2 product-dropped product-bad-migrate product-trap-init hostile impostor init-writer sqlrunner slow-start
+TEST_COMPONENTS := probe stray listener forger ping tally relay product-major2 product-dropped product-bad-migrate product-trap-init hostile impostor init-writer sqlrunner slow-start kinds
 
 GUEST_BUILD = $(CARGO) build --profile guest --target wasm32-wasip2
 
-.PHONY: build run test test-tools bench components test-components py-components host wasm-target clean fuzz
+.PHONY: build run test test-tools http-tools bench components test-components py-components host wasm-target clean fuzz
 
 build: components host
 
@@ -38,8 +38,17 @@ py-components:
 host:
 	$(CARGO) build --release -p moat
 
-test: test-components py-components test-tools
+test: test-components py-components test-tools http-tools
 	$(CARGO) test -p moat
+
+# Peer tools that check the HTTP gateway: openapi-spec-validator and
+# schemathesis, in a venv of their own under target/.
+HTTP_VENV := target/http-venv
+http-tools: $(HTTP_VENV)/.installed
+$(HTTP_VENV)/.installed:
+	python3 -m venv $(HTTP_VENV)
+	$(HTTP_VENV)/bin/pip install -q schemathesis==4.32.5 openapi-spec-validator==0.9.0
+	touch $@
 
 # What the tests run beside moat: nats-server, and iptables for the partition
 # test (which needs root for its network namespaces and skips, saying so,
@@ -115,6 +124,15 @@ run: build
 	@echo
 	@echo "== Each component wrote only its own database:"
 	@ls -1 $(DEMO)/*.db
+	@echo
+	@echo "== The same app over HTTP: moat up --http serves every contract function with JSON, from the WIT."
+	@$(MOAT_DEMO) up --http 127.0.0.1:0 > $(DEMO)/up.log 2>&1 & pid=$$!; \
+	  for i in $$(seq 100); do grep -q "HTTP gateway at" $(DEMO)/up.log && break; sleep 0.1; done; \
+	  url=$$(sed -n 's/.*HTTP gateway at \(http:[^ ]*\).*/\1/p' $(DEMO)/up.log); \
+	  echo "curl -X POST $$url/order/orders/get-order -d '{\"order-id\": \"ORD12345\"}'"; \
+	  if command -v curl >/dev/null; then curl -s -X POST $$url/order/orders/get-order -d '{"order-id": "ORD12345"}'; echo; \
+	  else echo "(curl is not installed: skipped)"; fi; \
+	  kill $$pid; wait $$pid
 
 # Prints the items of an order in WAVE as "2 x Wireless Mouse (PROD001) at 25.99".
 RECEIPT = grep -o 'product-id: "[^"]*", quantity: [0-9]*, product-name: "[^"]*", unit-price: [0-9]*' \

@@ -10,6 +10,7 @@ mod integration_boundary;
 mod integration_crash;
 mod integration_events;
 mod integration_hostile;
+mod integration_http;
 mod integration_limits;
 mod integration_nats;
 mod integration_operator;

@@ -5,6 +5,8 @@
 //! below it (`make test` checks: `tests/module_graph.rs`):
 //! - `cli`: the `moat` command, one file per subcommand.
 //! - `control`: `moat up`'s control API (server) and the CLI's client of it.
+//! - `http`: `moat up`'s HTTP gateway: every contract function as JSON over
+//!   HTTP, with its OpenAPI description, derived from the WIT.
 //! - `app`: loading an app (plan, then open), calling into it, swapping one
 //!   component's build.
 //! - `remote`: components on other hosts, through NATS JetStream.
@@ -35,6 +37,7 @@ pub mod db;
 pub mod deadline;
 pub mod engine;
 pub mod events;
+pub mod http;
 pub mod ledger;
 pub mod linker;
 pub mod manifest;

@@ -43,6 +43,49 @@ pub struct Manifest {
     pub components: BTreeMap<String, ComponentSpec>,
     /// Where NATS is and who this host is, when the app spans hosts.
     pub nats: Option<NatsSettings>,
+    /// The HTTP gateway, if `moat up` serves one.
+    pub http: Option<HttpSettings>,
+}
+
+/// The `[http]` table: the gateway `moat up` serves every contract on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Where it listens (`moat up --http ADDR` overrides it).
+    #[serde(default = "HttpSettings::default_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Origins a browser may call it from (CORS): `["https://shop.example"]`,
+    /// or `["*"]` for any. None by default.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// The largest request body taken, in bytes.
+    #[serde(default = "HttpSettings::default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// The status a function's `err` answers with, by the error's case
+    /// (`not-found = 404`); 422 for the rest.
+    #[serde(default)]
+    pub errors: BTreeMap<String, u16>,
+}
+
+impl HttpSettings {
+    fn default_listen() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+
+    fn default_max_body_bytes() -> usize {
+        1 << 20
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: Self::default_listen(),
+            cors_origins: Vec::new(),
+            max_body_bytes: Self::default_max_body_bytes(),
+            errors: BTreeMap::new(),
+        }
+    }
 }
 
 /// The `[nats]` table.
@@ -283,6 +326,7 @@ struct RawManifest {
     #[serde(default)]
     components: BTreeMap<String, ComponentSpec>,
     nats: Option<NatsSettings>,
+    http: Option<HttpSettings>,
 }
 
 /// A manifest that could not be read, with where and what to do.
@@ -385,7 +429,18 @@ impl Manifest {
                 )));
             }
         }
-        let manifest = Manifest { path: path.to_path_buf(), components: raw.components, nats: raw.nats };
+        if let Some(http) = &raw.http {
+            if let Some((case, status)) = http.errors.iter().find(|(_, s)| !(400..=499).contains(*s)) {
+                return Err(invalid(format!(
+                    "[http.errors] {case} = {status}: an error answers with a 4xx status (400 to 499)"
+                )));
+            }
+            if http.max_body_bytes == 0 {
+                return Err(invalid("[http] max_body_bytes must be above 0".into()));
+            }
+        }
+        let manifest =
+            Manifest { path: path.to_path_buf(), components: raw.components, nats: raw.nats, http: raw.http };
         if !manifest.components.values().any(|spec| manifest.is_local(spec)) {
             return Err(invalid(
                 "no component runs on this host: at least one must have no `host`, or this host's".into(),

@@ -136,6 +136,11 @@ impl Host {
         Host::start_with(manifest, data, &[], false).0
     }
 
+    /// Starts `moat up ARGS...` (`--http 127.0.0.1:0`, say).
+    pub fn start_args(manifest: &Path, data: &Path, args: &[&str]) -> Host {
+        Host::spawn_up(Command::new(env!("CARGO_BIN_EXE_moat")), manifest, data, &[], false, args).0
+    }
+
     /// Starts `moat up` with extra environment; with `log`, its stderr (the
     /// log) comes back line by line, as it is written.
     pub fn start_with(
@@ -147,6 +152,16 @@ impl Host {
         Host::spawn(Command::new(env!("CARGO_BIN_EXE_moat")), manifest, data, env, log)
     }
 
+    fn spawn(
+        command: Command,
+        manifest: &Path,
+        data: &Path,
+        env: &[(&str, &str)],
+        log: bool,
+    ) -> (Host, Option<std::sync::mpsc::Receiver<String>>) {
+        Host::spawn_up(command, manifest, data, env, log, &[])
+    }
+
     /// Starts `moat up` inside a network namespace (`ip netns exec`, which
     /// execs it: the child is the host itself).
     pub fn start_in_netns(netns: &str, manifest: &Path, data: &Path) -> Host {
@@ -155,12 +170,13 @@ impl Host {
         Host::spawn(ip, manifest, data, &[], false).0
     }
 
-    fn spawn(
+    fn spawn_up(
         mut command: Command,
         manifest: &Path,
         data: &Path,
         env: &[(&str, &str)],
         log: bool,
+        args: &[&str],
     ) -> (Host, Option<std::sync::mpsc::Receiver<String>>) {
         let mut child = command
             .arg("--manifest")
@@ -168,6 +184,7 @@ impl Host {
             .arg("--data")
             .arg(data)
             .arg("up")
+            .args(args)
             .env("MOAT_CACHE_DIR", cache_dir())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -194,7 +211,13 @@ impl Host {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("moat up did not say where it listens: {line:?}"))
             .to_string();
-        (Host { client: Client::new(&addr, moat::data_dir::token(data)), addr, child }, lines)
+        // `...; HTTP gateway at http://IP:PORT`, if it serves one.
+        let http = line
+            .split("HTTP gateway at http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string);
+        (Host { client: Client::new(&addr, moat::data_dir::token(data)), addr, http, child }, lines)
     }
 
     /// The host's process id.
@@ -223,6 +246,8 @@ impl Host {
 /// A running `moat up`, stopped (SIGKILL) when dropped if not stopped before.
 pub struct Host {
     pub addr: String,
+    /// The HTTP gateway's address (`127.0.0.1:PORT`), if it serves one.
+    pub http: Option<String>,
     pub client: Client,
     child: Child,
 }

@@ -56,6 +56,22 @@ impl Invocation {
         let params = values::parse_args(name, args, &function.ty)?;
         Ok(Invocation { function, params })
     }
+
+    /// Reads `function` with its arguments in a JSON object by name
+    /// (`values::json`) against `component`'s contract.
+    pub fn json(component: &str, contract: &Contract, function: &str, args: &serde_json::Value) -> Result<Invocation> {
+        let function = find_function(component, contract, function)?;
+        let params = values::json::arguments(&function.ty, args).map_err(|errors| {
+            let shown: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+            anyhow::anyhow!(
+                "the arguments of `{}` do not fit its signature {}:\n{}",
+                function.display_name(),
+                crate::contract::signature(&function.func, &function.ty),
+                shown.join("\n")
+            )
+        })?;
+        Ok(Invocation { function, params })
+    }
 }
 
 /// Finds a public exported function by the name a user gave it:

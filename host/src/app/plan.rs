@@ -126,6 +126,11 @@ impl Plan {
         Invocation::wave(component, &self.part(component)?.contract, call)
     }
 
+    /// Reads `function` with its arguments as a JSON object by name.
+    pub fn invocation_json(&self, component: &str, function: &str, args: &serde_json::Value) -> Result<Invocation> {
+        Invocation::json(component, &self.part(component)?.contract, function, args)
+    }
+
     fn part(&self, component: &str) -> Result<&Part> {
         match self.parts.iter().find(|p| p.name == component) {
             Some(part) => Ok(part),

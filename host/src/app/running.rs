@@ -170,6 +170,11 @@ impl App {
         Invocation::wave(component, &self.contract(component)?, call)
     }
 
+    /// Reads a function and its arguments in JSON, as [`Plan::invocation_json`] does.
+    pub fn invocation_json(&self, component: &str, function: &str, args: &serde_json::Value) -> Result<Invocation> {
+        Invocation::json(component, &self.contract(component)?, function, args)
+    }
+
     /// Runs an invocation as one unit of work of its component, here or on
     /// the host that runs it.
     pub fn invoke(&self, invocation: &Invocation) -> Result<Vec<Val>, CallError> {
@@ -209,6 +214,12 @@ impl App {
     pub fn call_wave(&self, component: &str, call: &str) -> Result<Vec<Val>> {
         let invocation = self.invocation(component, call)?;
         Ok(self.invoke(&invocation)?)
+    }
+
+    /// Every component's contract as it serves it now, here or on its
+    /// host, by name.
+    pub fn contracts(&self) -> Vec<(String, Contract)> {
+        self.manifest.components.keys().filter_map(|name| Some((name.clone(), self.contract(name).ok()?))).collect()
     }
 
     /// The contract `component` serves now, here or on its host.

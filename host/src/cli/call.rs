@@ -1,4 +1,5 @@
-//! `moat call COMPONENT 'FUNCTION(ARGS)'`
+//! `moat call COMPONENT 'FUNCTION(ARGS)'`, or
+//! `moat call COMPONENT FUNCTION --args-json '{"name": value}'`
 
 use anyhow::Result;
 
@@ -15,7 +16,13 @@ pub struct Args {
 
     /// The call, in WAVE: FUNCTION(ARGS), for example 'get-product("PROD001")'.
     /// FUNCTION may be qualified by its interface: 'catalog.get-product(...)'.
+    /// With --args-json, the function's name alone.
     call: String,
+
+    /// The arguments as a JSON object by name, in the JSON mapping the HTTP
+    /// gateway uses: --args-json '{"product-id": "PROD001"}'.
+    #[arg(long, value_name = "JSON")]
+    args_json: Option<String>,
 
     /// Neither deliver pending events before the call nor those it published
     /// after it: they wait in the outbox for the next moat run.
@@ -35,8 +42,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     }
     // Everything that can be wrong with the input is found before the data
     // directory is touched.
+    let json = parse_json(&args)?;
     let plan = ctx.plan()?;
-    let invocation = plan.invocation(&args.component, &args.call)?;
+    let invocation = match &json {
+        Some(json) => plan.invocation_json(&args.component, &args.call, json)?,
+        None => plan.invocation(&args.component, &args.call)?,
+    };
     let app = match opened(plan.open())? {
         Target::Here(app) => app,
         Target::Host(host) => return through(ctx, &host, &args),
@@ -59,7 +70,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
 
     if let Some(result) = results.first() {
         if ctx.json {
-            println!("{}", values::to_json(result));
+            println!("{}", values::result_json(&invocation.function.ty, &results));
         } else {
             println!("{}", values::to_wave(result));
         }
@@ -69,7 +80,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
 
 /// The call, through a running host.
 fn through(ctx: &Context, host: &Client, args: &Args) -> Result<Exit> {
-    let answer = host.call_once(&args.component, &args.call, !args.no_wait, args.request_id.clone())?;
+    let answer = match parse_json(args)? {
+        Some(json) => host.call_json(&args.component, &args.call, json, !args.no_wait, args.request_id.clone())?,
+        None => host.call_once(&args.component, &args.call, !args.no_wait, args.request_id.clone())?,
+    };
     if answer.replayed {
         replayed(args);
     }
@@ -78,6 +92,22 @@ fn through(ctx: &Context, host: &Client, args: &Args) -> Result<Exit> {
         println!("{shown}");
     }
     Ok(if answer.returned_err { Exit::ReturnedErr } else { Exit::Ok })
+}
+
+/// `--args-json`, read.
+fn parse_json(args: &Args) -> Result<Option<serde_json::Value>> {
+    let Some(text) = &args.args_json else { return Ok(None) };
+    if args.call.contains('(') {
+        anyhow::bail!(
+            "with --args-json, name the function alone (`{}`), and give its arguments in the JSON",
+            args.call.split('(').next().unwrap_or_default()
+        );
+    }
+    match serde_json::from_str(text) {
+        Ok(json @ serde_json::Value::Object(_)) => Ok(Some(json)),
+        Ok(_) => anyhow::bail!("--args-json takes a JSON object of the arguments by name, like '{{\"product-id\": \"PROD001\"}}'"),
+        Err(e) => anyhow::bail!("--args-json is not JSON: {e}"),
+    }
 }
 
 /// Says, on stderr, that the result printed is one recorded before.

@@ -6,7 +6,12 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use super::context::{Context, Exit};
+use wasmtime::component::Val;
+use wasmtime::component::types::Type;
+
+use crate::capability::publish::PUBLISH;
 use crate::data_dir::db_path;
+use crate::values;
 use crate::events::history::{self, Published};
 
 #[derive(clap::Args)]
@@ -53,15 +58,36 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         seen.insert(publisher.clone(), all.last().map_or(0, |e| e.seq));
         listed.extend(all.into_iter().skip(skip));
     }
+    // Payloads as JSON, read with the type each publisher publishes.
+    let types: BTreeMap<(String, String), Type> = plan
+        .parts()
+        .iter()
+        .flat_map(|p| {
+            p.contract.imports.iter().filter(|i| i.id.interface == PUBLISH).filter_map(|i| {
+                let ty = i.funcs.iter().find(|f| f.name == PUBLISH)?.ty.params().next()?.1;
+                Some(((p.name.clone(), i.id.package.clone()), ty))
+            })
+        })
+        .collect();
+    let json = |e: &Published| -> serde_json::Value {
+        let mut out = serde_json::to_value(e).unwrap_or_default();
+        let payload = types
+            .get(&(e.publisher.clone(), e.topic.clone()))
+            .and_then(|ty| wasm_wave::from_str::<Val>(ty, &e.payload).ok().map(|v| values::json::to_json(ty, &v)));
+        if let Some(payload) = payload {
+            out["payload"] = payload;
+        }
+        out
+    };
     if ctx.json && !args.follow {
-        println!("{}", serde_json::to_string(&listed)?);
+        println!("{}", serde_json::Value::Array(listed.iter().map(json).collect()));
         return Ok(Exit::Ok);
     }
     if listed.is_empty() && !args.follow {
         println!("no events yet");
     }
     for event in &listed {
-        print(ctx, event)?;
+        print(ctx, event, &json)?;
     }
     if !args.follow {
         return Ok(Exit::Ok);
@@ -73,15 +99,15 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             let after = seen[publisher];
             for event in history::read(&db, &subscriptions, publisher, after, 1000)? {
                 seen.insert(publisher.clone(), event.seq);
-                print(ctx, &event)?;
+                print(ctx, &event, &json)?;
             }
         }
     }
 }
 
-fn print(ctx: &Context, e: &Published) -> Result<()> {
+fn print(ctx: &Context, e: &Published, json: &impl Fn(&Published) -> serde_json::Value) -> Result<()> {
     if ctx.json {
-        println!("{}", serde_json::to_string(e)?);
+        println!("{}", json(e));
         return Ok(());
     }
     let delivery: Vec<String> = e.delivery.iter().map(|(s, d)| format!("{s}: {}", d.word())).collect();

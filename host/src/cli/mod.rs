@@ -5,6 +5,7 @@ mod components;
 mod context;
 mod dlq;
 mod events;
+mod openapi;
 mod replay;
 mod status;
 mod swap;
@@ -73,6 +74,8 @@ enum Command {
     Dlq(dlq::Args),
     /// Rebuild a subscriber's copy of a publisher's data from the kept events.
     Replay(replay::Args),
+    /// Print the HTTP gateway's OpenAPI 3.1 document (what `moat up --http` serves at /openapi.json).
+    Openapi(openapi::Args),
     /// Compiles a component to a file, for a moat process that asked (its
     /// compiler runs in a process of its own).
     #[command(name = "__compile", hide = true)]
@@ -108,6 +111,7 @@ fn run(cli: Cli) -> Result<Exit> {
         Command::Events(args) => events::run(&ctx, args),
         Command::Dlq(args) => dlq::run(&ctx, args),
         Command::Replay(args) => replay::run(&ctx, args),
+        Command::Openapi(args) => openapi::run(&ctx, args),
         Command::Compile { wasm, out } => {
             engine::Runtime::new(None)?.compile_to(&wasm, &out)?;
             Ok(Exit::Ok)

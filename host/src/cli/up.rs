@@ -1,4 +1,4 @@
-//! `moat up [--listen ADDR]`
+//! `moat up [--listen ADDR] [--http ADDR]`
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 
 use super::context::{Context, Exit};
 use crate::control::server::{self, Listen};
+use crate::http::Gateway;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,6 +19,13 @@ pub struct Args {
     /// moat.token in the data directory.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+
+    /// Serve every contract function over HTTP with JSON at this address
+    /// (`127.0.0.1:8080`; port 0 picks a free one), with its OpenAPI
+    /// description at /openapi.json. An `[http]` table in moat.toml serves
+    /// it too, at its `listen` address.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
@@ -28,7 +36,14 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             None => Listen::Tcp(resolve(addr)?),
         },
     };
+    let http = match args.http.as_deref() {
+        Some(addr) => Some(addr.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| {
+            anyhow::anyhow!("--http {addr}: expected HOST:PORT, like 127.0.0.1:8080 (port 0 picks a free one)")
+        })?),
+        None => None,
+    };
     let app = Arc::new(ctx.plan()?.open_now()?);
+    let settings = app.manifest().http.clone();
     let data_dir = app.data_dir().to_path_buf();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // A host outlives whoever reads its stdout: it never fails on a closed pipe.
@@ -36,9 +51,18 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "{line}").and_then(|()| out.flush());
     };
-    runtime.block_on(server::serve(app, listen, |addr| {
-        say(format!("moat: serving {} at {addr} (Ctrl-C to stop)", data_dir.display()));
-    }))?;
+    runtime.block_on(async {
+        let gateway = match (http, settings) {
+            (None, None) => None,
+            (addr, settings) => Some(Gateway::bind(app.clone(), &settings.unwrap_or_default(), addr).await?),
+        };
+        let gateway_addr = gateway.as_ref().map(Gateway::local_addr).transpose()?;
+        server::serve(app, listen, gateway, |addr| {
+            let http = gateway_addr.map(|a| format!("; HTTP gateway at http://{a}")).unwrap_or_default();
+            say(format!("moat: serving {} at {addr} (Ctrl-C to stop){http}", data_dir.display()));
+        })
+        .await
+    })?;
     say("moat: stopped".into());
     Ok(Exit::Ok)
 }

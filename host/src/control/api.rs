@@ -9,8 +9,13 @@ use serde::{Deserialize, Serialize};
 pub struct CallRequest {
     /// The component.
     pub component: String,
-    /// The call in WAVE: `get-product("PROD001")`.
+    /// The call in WAVE: `get-product("PROD001")`; with `args_json`, the
+    /// function's name alone.
     pub call: String,
+    /// The arguments as a JSON object by name (`values::json`), instead of
+    /// WAVE in `call`.
+    #[serde(default)]
+    pub args_json: Option<serde_json::Value>,
     /// Wait until the events it published are delivered.
     #[serde(default)]
     pub wait: bool,

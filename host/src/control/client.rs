@@ -59,7 +59,25 @@ impl Client {
         wait: bool,
         request_id: Option<String>,
     ) -> Result<CallResponse> {
-        self.post("/v1/call", &CallRequest { component: component.into(), call: call.into(), wait, request_id })
+        self.post(
+            "/v1/call",
+            &CallRequest { component: component.into(), call: call.into(), args_json: None, wait, request_id },
+        )
+    }
+
+    /// Calls `function` with its arguments as a JSON object by name.
+    pub fn call_json(
+        &self,
+        component: &str,
+        function: &str,
+        args: serde_json::Value,
+        wait: bool,
+        request_id: Option<String>,
+    ) -> Result<CallResponse> {
+        self.post(
+            "/v1/call",
+            &CallRequest { component: component.into(), call: function.into(), args_json: Some(args), wait, request_id },
+        )
     }
 
     /// Swaps a component to a build, or back to its previous one.

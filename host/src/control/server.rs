@@ -25,6 +25,7 @@ use crate::capability::calls::CallOptions;
 use crate::component::{CallError, Redrive, returned_err};
 use crate::data_dir::{ADDR_FILE, SOCKET_FILE, TOKEN_FILE};
 use crate::events::dead_letters;
+use crate::http::Gateway;
 use crate::values;
 
 /// How long a call with `wait` waits for its events.
@@ -40,9 +41,11 @@ pub enum Listen {
     Tcp(SocketAddr),
 }
 
-/// Serves `app` until SIGINT or SIGTERM. `ready` is told the address once
-/// the listener is bound (`unix:/path`, or `IP:PORT` with the port picked).
-pub async fn serve(app: Arc<App>, listen: Listen, ready: impl FnOnce(&str)) -> Result<()> {
+/// Serves `app` until SIGINT or SIGTERM, with the HTTP gateway beside the
+/// control API if `gateway` is given. `ready` is told the control API's
+/// address once the listener is bound (`unix:/path`, or `IP:PORT` with the
+/// port picked).
+pub async fn serve(app: Arc<App>, listen: Listen, gateway: Option<Gateway>, ready: impl FnOnce(&str)) -> Result<()> {
     let mut cleanup = Vec::new();
     let router = router(app.clone());
     let (addr, served) = match listen {
@@ -89,15 +92,33 @@ pub async fn serve(app: Arc<App>, listen: Listen, ready: impl FnOnce(&str)) -> R
 
     // On a signal: stop delivering at once (settles in requests return), then
     // let the requests in flight finish; each is bounded by its deadline.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let stopping = app.clone();
-    let shutdown = async move {
+    tokio::spawn(async move {
         shutdown_signal().await;
         stopping.events().stop();
+        let _ = stop.send(true);
+    });
+    let shutdown = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
     };
+    let gateway = gateway.map(|g| {
+        let shutdown = shutdown(stopped.clone());
+        tokio::spawn(async move { axum::serve(g.listener, g.router).with_graceful_shutdown(shutdown).await })
+    });
     let served = match served {
-        Served::Unix(listener, router) => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
-        Served::Tcp(listener, router) => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
+        Served::Unix(listener, router) => {
+            axum::serve(listener, router).with_graceful_shutdown(shutdown(stopped)).await
+        }
+        Served::Tcp(listener, router) => axum::serve(listener, router).with_graceful_shutdown(shutdown(stopped)).await,
     };
+    if let Some(gateway) = gateway {
+        match gateway.await {
+            Ok(Err(e)) => tracing::error!("serving the HTTP gateway: {e}"),
+            Err(e) => tracing::error!("the HTTP gateway panicked: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
     app.events().stop();
     if dispatcher.join().is_err() {
         tracing::error!("the event dispatcher panicked");
@@ -239,7 +260,11 @@ fn failed(e: impl Into<anyhow::Error>) -> Failure {
 
 async fn call(State(app): State<Arc<App>>, Json(req): Json<CallRequest>) -> Result<Json<CallResponse>, Failure> {
     blocking(move || {
-        let invocation = app.invocation(&req.component, &req.call).map_err(bad_input)?;
+        let invocation = match &req.args_json {
+            Some(args) => app.invocation_json(&req.component, &req.call, args),
+            None => app.invocation(&req.component, &req.call),
+        }
+        .map_err(bad_input)?;
         let options = CallOptions { request: req.request_id.clone(), ..CallOptions::default() };
         let answer = app.invoke_with(&invocation, &options).map_err(|e| match e {
             CallError::Reused { .. } => Failure(StatusCode::UNPROCESSABLE_ENTITY, e.into()),
@@ -254,7 +279,7 @@ async fn call(State(app): State<Arc<App>>, Json(req): Json<CallRequest>) -> Resu
         }
         Ok(CallResponse {
             wave: results.first().map(values::to_wave),
-            json: results.first().map(values::to_json),
+            json: results.first().map(|_| values::result_json(&invocation.function.ty, &results)),
             returned_err: returned_err(&results),
             replayed: answer.replayed.is_some(),
         })

@@ -1,9 +1,11 @@
 //! Values at the edge: reading a call written in WAVE (the value syntax of
 //! `wasmtime run --invoke`) against a function's type, and writing results as
-//! WAVE or JSON.
+//! WAVE; `json`, the one JSON mapping of every WIT type.
+
+pub mod json;
 
 use anyhow::{Result, anyhow, bail};
-use serde_json::{Map, Number, Value as Json};
+use serde_json::Value as Json;
 use wasm_wave::untyped::UntypedFuncCall;
 use wasmtime::component::Val;
 use wasmtime::component::types::ComponentFunc;
@@ -63,40 +65,10 @@ pub fn to_wave(val: &Val) -> String {
     wasm_wave::to_string(val).unwrap_or_else(|e| format!("<unprintable: {e}>"))
 }
 
-/// A value as JSON: records are objects, variants `{"case": payload}` (or
-/// the case name alone), options `null` or the value, results
-/// `{"ok": ...}` / `{"err": ...}`, flags a list of names.
-pub fn to_json(val: &Val) -> Json {
-    match val {
-        Val::Bool(b) => Json::Bool(*b),
-        Val::S8(n) => Json::from(*n),
-        Val::U8(n) => Json::from(*n),
-        Val::S16(n) => Json::from(*n),
-        Val::U16(n) => Json::from(*n),
-        Val::S32(n) => Json::from(*n),
-        Val::U32(n) => Json::from(*n),
-        Val::S64(n) => Json::from(*n),
-        Val::U64(n) => Json::from(*n),
-        Val::Float32(f) => Number::from_f64(f64::from(*f)).map_or(Json::Null, Json::Number),
-        Val::Float64(f) => Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Val::Char(c) => Json::String(c.to_string()),
-        Val::String(s) => Json::String(s.clone()),
-        Val::List(items) | Val::Tuple(items) => Json::Array(items.iter().map(to_json).collect()),
-        Val::Record(fields) => Json::Object(fields.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
-        Val::Variant(case, payload) => match payload {
-            None => Json::String(case.clone()),
-            Some(p) => Json::Object(Map::from_iter([(case.clone(), to_json(p))])),
-        },
-        Val::Enum(case) => Json::String(case.clone()),
-        Val::Option(o) => o.as_deref().map_or(Json::Null, to_json),
-        Val::Result(r) => {
-            let (key, payload) = match r {
-                Ok(v) => ("ok", v),
-                Err(v) => ("err", v),
-            };
-            Json::Object(Map::from_iter([(key.to_string(), payload.as_deref().map_or(Json::Null, to_json))]))
-        }
-        Val::Flags(names) => Json::Array(names.iter().cloned().map(Json::String).collect()),
-        other => Json::String(format!("{other:?}")),
+/// A function's result as JSON (`json`), or `null` if it returns nothing.
+pub fn result_json(func: &ComponentFunc, results: &[Val]) -> Json {
+    match (func.results().next(), results.first()) {
+        (Some(ty), Some(val)) => json::to_json(&ty, val),
+        _ => Json::Null,
     }
 }
