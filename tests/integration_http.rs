@@ -149,7 +149,11 @@ fn the_shop_runs_over_http_with_json_and_status_codes_from_the_types() {
     for (body, path, expected) in [
         (r#"{"product": {"product-id": "P", "name": "n", "price": -5, "stock": 1}}"#, "/product/price", "u64"),
         (r#"{"product": {"product-id": "P", "name": "n", "price": 5}}"#, "/product/stock", "u32"),
-        (r#"{"product": {"product-id": "P", "name": "n", "price": 5, "stock": 1, "color": "red"}}"#, "/product/color", "no such field"),
+        (
+            r#"{"product": {"product-id": "P", "name": "n", "price": 5, "stock": 1, "color": "red"}}"#,
+            "/product/color",
+            "no such field",
+        ),
         (r#"{"product": {"product-id": 7, "name": "n", "price": 5, "stock": 1}}"#, "/product/product-id", "string"),
         (r#"{"product": {"product-id": "P", "name": "n", "price": 5, "stock": 4294967296}}"#, "/product/stock", "u32"),
         (r#"{"item": {}}"#, "/item", "no such argument"),
@@ -158,7 +162,8 @@ fn the_shop_runs_over_http_with_json_and_status_codes_from_the_types() {
         assert_eq!(bad.status, 400, "{body}: {}", bad.body);
         assert_eq!(bad.header("content-type"), Some("application/problem+json"));
         let errors = bad.json()["errors"].as_array().unwrap().clone();
-        let error = errors.iter().find(|e| e["path"] == path).unwrap_or_else(|| panic!("no error at {path}: {}", bad.body));
+        let error =
+            errors.iter().find(|e| e["path"] == path).unwrap_or_else(|| panic!("no error at {path}: {}", bad.body));
         assert!(error["expected"].as_str().unwrap().contains(expected), "{}", bad.body);
     }
     for (path, body) in [
@@ -201,7 +206,8 @@ fn a_request_past_its_deadline_is_504_and_a_trap_500_both_rolled_back() {
     let trapped = post(&http, &path.replace("/sleep", "/write-then-trap"), json!({"sql": "CREATE TABLE t (x)"}));
     assert_eq!(trapped.status, 500, "{}", trapped.body);
     assert!(trapped.json()["detail"].as_str().unwrap().contains("rolled back"), "{}", trapped.body);
-    let written = post(&http, &path.replace("/sleep", "/write-then-sleep"), json!({"sql": "CREATE TABLE u (x)", "ms": 5000}));
+    let written =
+        post(&http, &path.replace("/sleep", "/write-then-sleep"), json!({"sql": "CREATE TABLE u (x)", "ms": 5000}));
     assert_eq!(written.status, 504, "{}", written.body);
     assert!(tables(&app.db("probe")).is_empty(), "a failed call left a table");
 }
@@ -265,9 +271,9 @@ fn arbitrary(ty: &Type) -> BoxedStrategy<Val> {
         Type::S64 => prop_oneof![any::<i64>(), -(1i64 << 53)..=(1i64 << 53), Just(i64::MIN), Just(i64::MAX)]
             .prop_map(Val::S64)
             .boxed(),
-        Type::U64 => prop_oneof![any::<u64>(), (1u64 << 53) - 2..=(1u64 << 53) + 2, Just(u64::MAX)]
-            .prop_map(Val::U64)
-            .boxed(),
+        Type::U64 => {
+            prop_oneof![any::<u64>(), (1u64 << 53) - 2..=(1u64 << 53) + 2, Just(u64::MAX)].prop_map(Val::U64).boxed()
+        }
         Type::Float32 => proptest::num::f32::ANY.prop_map(Val::Float32).boxed(),
         Type::Float64 => proptest::num::f64::ANY.prop_map(Val::Float64).boxed(),
         Type::Char => any::<char>().prop_map(Val::Char).boxed(),
@@ -286,7 +292,9 @@ fn arbitrary(ty: &Type) -> BoxedStrategy<Val> {
                     let name = c.name.to_string();
                     match c.ty {
                         None => Just(Val::Variant(name, None)).boxed(),
-                        Some(ty) => arbitrary(&ty).prop_map(move |p| Val::Variant(name.clone(), Some(Box::new(p)))).boxed(),
+                        Some(ty) => {
+                            arbitrary(&ty).prop_map(move |p| Val::Variant(name.clone(), Some(Box::new(p)))).boxed()
+                        }
                     }
                 })
                 .collect();
@@ -336,7 +344,8 @@ fn every_wit_type_goes_to_json_and_back_unchanged_in_process_and_through_the_gat
             let value = strategy.new_tree(&mut runner).unwrap().current();
             // In process: value → JSON → value → JSON.
             let written = json::to_json(ty, &value);
-            let read = json::from_json(ty, &written).unwrap_or_else(|e| panic!("{}: {written} did not read back: {e}", f.name));
+            let read = json::from_json(ty, &written)
+                .unwrap_or_else(|e| panic!("{}: {written} did not read back: {e}", f.name));
             assert_eq!(format!("{read:?}"), format!("{value:?}"), "{}: {written}", f.name);
             assert_eq!(json::to_json(ty, &read), written, "{}", f.name);
             // Through the gateway and the component: the echo comes back as sent.
@@ -402,14 +411,20 @@ fn the_openapi_document_validates_and_schemathesis_finds_no_undocumented_failure
     // as documented.
     let run = std::process::Command::new(http_tool("schemathesis"))
         .args(["run", &format!("http://{http}/openapi.json")])
-        .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+        ])
         .args(["--max-examples", "25", "--seed", "1", "--workers", "2"])
         .env("SCHEMATHESIS_HOOKS", "")
         .current_dir(app.dir.path()) // its .schemathesis cache stays in the test's directory
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&run.stdout);
-    let summary: Vec<&str> = out.lines().filter(|l| l.contains("passed") || l.contains("failed") || l.contains("Operations") || l.contains("cases")).collect();
+    let summary: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("passed") || l.contains("failed") || l.contains("Operations") || l.contains("cases"))
+        .collect();
     println!("schemathesis: {}", summary.join(" | "));
     assert!(run.status.success(), "schemathesis found failures:\n{out}\n{}", String::from_utf8_lossy(&run.stderr));
 }
@@ -434,7 +449,8 @@ fn the_cli_takes_and_prints_the_same_json_and_event_payloads_are_json_too() {
 
     // Through a running host, the same.
     let host = app.up();
-    let got = app.moat(&["--json", "call", "product", "catalog.get-product", "--args-json", r#"{"product-id": "PROD001"}"#]);
+    let got =
+        app.moat(&["--json", "call", "product", "catalog.get-product", "--args-json", r#"{"product-id": "PROD001"}"#]);
     assert_eq!(got.code, 0, "{}", got.stderr);
     assert_eq!(serde_json::from_str::<Json>(&got.stdout).unwrap(), product);
     app.moat(&["call", "product", "set-price", "--args-json", r#"{"product-id": "PROD001", "price": 2799}"#]);

@@ -105,7 +105,9 @@ fn parse_json(args: &Args) -> Result<Option<serde_json::Value>> {
     }
     match serde_json::from_str(text) {
         Ok(json @ serde_json::Value::Object(_)) => Ok(Some(json)),
-        Ok(_) => anyhow::bail!("--args-json takes a JSON object of the arguments by name, like '{{\"product-id\": \"PROD001\"}}'"),
+        Ok(_) => anyhow::bail!(
+            "--args-json takes a JSON object of the arguments by name, like '{{\"product-id\": \"PROD001\"}}'"
+        ),
         Err(e) => anyhow::bail!("--args-json is not JSON: {e}"),
     }
 }

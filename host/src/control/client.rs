@@ -76,7 +76,13 @@ impl Client {
     ) -> Result<CallResponse> {
         self.post(
             "/v1/call",
-            &CallRequest { component: component.into(), call: function.into(), args_json: Some(args), wait, request_id },
+            &CallRequest {
+                component: component.into(),
+                call: function.into(),
+                args_json: Some(args),
+                wait,
+                request_id,
+            },
         )
     }
 

@@ -107,9 +107,7 @@ pub async fn serve(app: Arc<App>, listen: Listen, gateway: Option<Gateway>, read
         tokio::spawn(async move { axum::serve(g.listener, g.router).with_graceful_shutdown(shutdown).await })
     });
     let served = match served {
-        Served::Unix(listener, router) => {
-            axum::serve(listener, router).with_graceful_shutdown(shutdown(stopped)).await
-        }
+        Served::Unix(listener, router) => axum::serve(listener, router).with_graceful_shutdown(shutdown(stopped)).await,
         Served::Tcp(listener, router) => axum::serve(listener, router).with_graceful_shutdown(shutdown(stopped)).await,
     };
     if let Some(gateway) = gateway {

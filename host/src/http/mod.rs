@@ -44,8 +44,8 @@ use serde_json::{Map, Value as Json_};
 use wasmtime::component::Val;
 use wasmtime::component::types::Type;
 
-pub use openapi::document;
 use openapi::MAX_KEY;
+pub use openapi::document;
 use problem::Problem;
 
 use crate::app::{App, FunctionRef};
@@ -155,8 +155,7 @@ async fn call(
     body: Bytes,
 ) -> Response {
     let shared = g.clone();
-    match tokio::task::spawn_blocking(move || run(&shared, &component, &interface, &function, &headers, &body)).await
-    {
+    match tokio::task::spawn_blocking(move || run(&shared, &component, &interface, &function, &headers, &body)).await {
         Ok(response) => response,
         Err(e) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "the call panicked", &e.to_string()).into_response(),
     }
@@ -176,7 +175,7 @@ fn run(g: &Shared, component: &str, interface: &str, function: &str, headers: &H
     };
     let params = match arguments(&f, body) {
         Ok(params) => params,
-        Err(problem) => return problem.into_response(),
+        Err(problem) => return *problem,
     };
     let request = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
@@ -203,12 +202,12 @@ fn run(g: &Shared, component: &str, interface: &str, function: &str, headers: &H
     }
 }
 
-/// The body as the function's arguments.
-fn arguments(f: &FunctionRef, body: &[u8]) -> Result<Vec<Val>, Problem> {
+/// The body as the function's arguments, or the 400 that says why not.
+fn arguments(f: &FunctionRef, body: &[u8]) -> Result<Vec<Val>, Box<Response>> {
     let bad = |detail: String, errors: Vec<JsonError>| {
         let mut p = Problem::new(StatusCode::BAD_REQUEST, "bad arguments", &detail);
         p.errors = errors;
-        p
+        Box::new(p.into_response())
     };
     let args: Json_ = if body.iter().all(u8::is_ascii_whitespace) {
         Json_::Object(Map::new())
@@ -269,8 +268,9 @@ fn respond(g: &Shared, f: &FunctionRef, result: Option<&Val>) -> Response {
         }
         (Some(Type::Option(o)), Some(Val::Option(v))) => match v {
             Some(v) => (StatusCode::OK, Json(json::to_json(&o.ty(), v))).into_response(),
-            None => Problem::new(StatusCode::NOT_FOUND, "not found", &format!("`{}` returned none", f.func))
-                .into_response(),
+            None => {
+                Problem::new(StatusCode::NOT_FOUND, "not found", &format!("`{}` returned none", f.func)).into_response()
+            }
         },
         (Some(ty), Some(v)) => (StatusCode::OK, Json(json::to_json(&ty, v))).into_response(),
         _ => StatusCode::NO_CONTENT.into_response(),

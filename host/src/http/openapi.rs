@@ -62,11 +62,19 @@ pub fn document(app: &str, contracts: &[(String, Contract)], settings: &HttpSett
     })
 }
 
-fn operations(component: &str, contract: &Contract, settings: &HttpSettings, paths: &mut serde_json::Map<String, Json>) {
+fn operations(
+    component: &str,
+    contract: &Contract,
+    settings: &HttpSettings,
+    paths: &mut serde_json::Map<String, Json>,
+) {
     for export in contract.public_exports() {
         for f in &export.funcs {
             let path = format!("/{component}/{}/{}", export.id.interface, f.name);
-            paths.insert(path, json!({ "post": operation(component, &export.id.to_string(), &f.name, &f.ty, settings) }));
+            paths.insert(
+                path,
+                json!({ "post": operation(component, &export.id.to_string(), &f.name, &f.ty, settings) }),
+            );
         }
     }
 }
@@ -141,7 +149,10 @@ fn operation(component: &str, interface: &str, name: &str, ty: &ComponentFunc, s
     responses
         .entry("422")
         .or_insert_with(|| problem("The Idempotency-Key was used before for another call; nothing ran."));
-    responses.insert("400".into(), problem("Bad input: malformed JSON, a missing, extra or mistyped argument. Nothing was written."));
+    responses.insert(
+        "400".into(),
+        problem("Bad input: malformed JSON, a missing, extra or mistyped argument. Nothing was written."),
+    );
     responses.insert("413".into(), json!({"description": "The body is larger than [http] max_body_bytes."}));
     responses.insert("500".into(), problem("The call trapped; its unit of work was rolled back."));
     responses.insert("504".into(), problem("The call ran past its deadline (rolled back), or another host's answer was lost (retry with the same Idempotency-Key)."));
@@ -258,7 +269,9 @@ pub fn schema(ty: &Type) -> Json {
                     required.push(f.name.to_string());
                 }
             }
-            described(json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false}))
+            described(
+                json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false}),
+            )
         }
         Type::Variant(v) => {
             let cases: Vec<Json> = v

@@ -77,9 +77,9 @@ pub fn to_json(ty: &Type, val: &Val) -> Json {
         (Type::Map(m), Val::Map(pairs)) => Json::Array(
             pairs.iter().map(|(k, v)| Json::Array(vec![to_json(&m.key(), k), to_json(&m.value(), v)])).collect(),
         ),
-        (Type::Record(r), Val::Record(fields)) => Json::Object(
-            r.fields().zip(fields).map(|(f, (name, v))| (name.clone(), to_json(&f.ty, v))).collect(),
-        ),
+        (Type::Record(r), Val::Record(fields)) => {
+            Json::Object(r.fields().zip(fields).map(|(f, (name, v))| (name.clone(), to_json(&f.ty, v))).collect())
+        }
         (_, Val::Variant(case, None) | Val::Enum(case)) => Json::String(case.clone()),
         (Type::Variant(t), Val::Variant(case, Some(payload))) => {
             match t.cases().find(|c| c.name == case).and_then(|c| c.ty) {
@@ -388,7 +388,10 @@ fn real(json: &Json) -> Option<f64> {
 fn describe(json: &Json) -> String {
     let shown = json.to_string();
     let shown = if shown.len() > 40 {
-        format!("{}…", &shown[..shown.char_indices().take_while(|(i, _)| *i < 40).last().map_or(0, |(i, c)| i + c.len_utf8())])
+        format!(
+            "{}…",
+            &shown[..shown.char_indices().take_while(|(i, _)| *i < 40).last().map_or(0, |(i, c)| i + c.len_utf8())]
+        )
     } else {
         shown
     };
