@@ -72,16 +72,52 @@ fn missing_and_corrupt_component_files_are_refused() {
 }
 
 #[test]
-fn unknown_components_and_functions_list_what_exists() {
+fn unknown_components_and_functions_suggest_the_name_meant_or_list_what_exists() {
     let app = TestApp::shop();
-    refused(&app, "prodct", "list-products()", &["no component `prodct`", "it has: order, product"]);
+    refused(
+        &app,
+        "prodct",
+        "list-products()",
+        &["no component `prodct`", "it has: order, product", "did you mean `product`?"],
+    );
+    // A typo gets the one function meant, with its signature, not all eight.
+    let typo = app.moat(&["call", "product", r#"get-prodct("PROD001")"#]);
+    assert_eq!(typo.code, 2);
+    assert!(typo.stderr.contains("has no function `get-prodct`; did you mean `get-product`?"), "{}", typo.stderr);
+    assert!(typo.stderr.contains("catalog.get-product(product-id: string)"), "{}", typo.stderr);
+    assert!(!typo.stderr.contains("set-price"), "{}", typo.stderr);
+    refused(&app, "order", "list_orders()", &["did you mean `list-orders`?"]);
+    // A name nothing resembles gets the list.
     refused(
         &app,
         "product",
-        r#"get-prodct("PROD001")"#,
-        &["component `product` has no function `get-prodct`", "catalog.get-product(product-id: string)"],
+        "shipping-quote()",
+        &[
+            "component `product` has no function `shipping-quote`",
+            "catalog.get-product(product-id: string)",
+            "set-price",
+        ],
     );
     refused(&app, "product", "get-product", &["is not a call", "FUNCTION(ARGS)"]);
+}
+
+#[test]
+fn flags_a_command_cannot_honour_are_refused_and_errors_are_json_under_json() {
+    let app = TestApp::shop();
+    for command in [&["events"][..], &["components"], &["openapi"], &["up"]] {
+        let args: Vec<&str> = [&["--host", "127.0.0.1:1"][..], command].concat();
+        let run = app.moat(&args);
+        assert_eq!(run.code, 2, "{command:?}: {}", run.stderr);
+        assert!(run.stderr.contains("drop --host"), "{command:?}: {}", run.stderr);
+    }
+    assert!(app.data_is_untouched());
+
+    let run = app.moat(&["--json", "call", "prodct", "list-products()"]);
+    assert_eq!(run.code, 2);
+    let error: serde_json::Value =
+        serde_json::from_str(run.stderr.trim()).unwrap_or_else(|e| panic!("{e}: {}", run.stderr));
+    assert!(error["error"].as_str().unwrap().contains("did you mean `product`?"), "{error}");
+    assert_eq!(error["exit"], 2);
 }
 
 #[test]

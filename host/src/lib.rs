@@ -22,9 +22,10 @@
 //!   host's call into it, `schema`.
 //! - `db`: a component's database: the sandbox, and the unit of work's
 //!   transaction; `ledger`: every statement on the host's own tables.
-//! - `data_dir`, `engine`, `contract`, `manifest`, `values`, `deadline`:
-//!   the data directory, the Wasmtime engine and compile cache, imports and
-//!   exports, `moat.toml`, WAVE and JSON, deadlines.
+//! - `data_dir`, `engine`, `contract`, `manifest`, `values`, `deadline`,
+//!   `suggest`: the data directory, the Wasmtime engine and compile cache,
+//!   imports and exports, `moat.toml`, WAVE and JSON, deadlines, "did you
+//!   mean".
 
 pub mod app;
 pub mod capability;
@@ -43,6 +44,7 @@ pub mod linker;
 pub mod manifest;
 mod platform;
 pub mod remote;
+pub mod suggest;
 pub mod values;
 pub mod wiring;
 

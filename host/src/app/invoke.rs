@@ -119,7 +119,25 @@ pub fn find_function(component: &str, contract: &Contract, name: &str) -> Result
                 listing(contract)
             )
         }
-        (0, None) => bail!("component `{component}` has no function `{name}`; it exports:\n{}", listing(contract)),
+        (0, None) => {
+            let public: Vec<(&contract::Interface, &str)> = contract
+                .public_exports()
+                .flat_map(|export| export.funcs.iter().map(move |f| (export, f.name.as_str())))
+                .collect();
+            match crate::suggest::closest(func, public.iter().map(|(_, f)| *f)) {
+                // A typo: the one function meant, not every signature.
+                Some(meant) => {
+                    let (export, f) = public.iter().find(|(_, f)| *f == meant).expect("a name from the list");
+                    let f = export.func(f).expect("an exported function");
+                    bail!(
+                        "component `{component}` has no function `{name}`; did you mean `{meant}`?\n  {}.{}",
+                        export.id.interface,
+                        contract::signature(&f.name, &f.ty)
+                    )
+                }
+                None => bail!("component `{component}` has no function `{name}`; it exports:\n{}", listing(contract)),
+            }
+        }
         _ => {
             let names: Vec<String> = found.iter().map(|f| format!("{}#{}", f.export, f.func)).collect();
             bail!("`{name}` is ambiguous in `{component}`; name one of: {}", names.join(", "))

@@ -136,7 +136,12 @@ impl Plan {
             Some(part) => Ok(part),
             None => {
                 let names: Vec<&str> = self.manifest.components.keys().map(String::as_str).collect();
-                bail!("no component `{component}` in {}; it has: {}", self.manifest.path.display(), names.join(", "))
+                let hint = crate::suggest::did_you_mean(component, names.iter().copied());
+                bail!(
+                    "no component `{component}` in {}; it has: {}{hint}",
+                    self.manifest.path.display(),
+                    names.join(", ")
+                )
             }
         }
     }

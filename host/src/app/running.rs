@@ -242,7 +242,8 @@ impl App {
         }
         self.components.get(name).with_context(|| {
             let names: Vec<&str> = self.manifest.components.keys().map(String::as_str).collect();
-            format!("no component `{name}` in {}; it has: {}", self.manifest.path.display(), names.join(", "))
+            let hint = crate::suggest::did_you_mean(name, names.iter().copied());
+            format!("no component `{name}` in {}; it has: {}{hint}", self.manifest.path.display(), names.join(", "))
         })
     }
 

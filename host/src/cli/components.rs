@@ -12,6 +12,7 @@ use crate::data_dir::db_path;
 pub struct Args {}
 
 pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
+    ctx.here_only("components", "reads the manifest and the components' files on this machine")?;
     let plan = ctx.plan()?;
     let data_dir = plan.data_dir().to_path_buf();
     let mut listed = Vec::new();

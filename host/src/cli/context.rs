@@ -74,6 +74,17 @@ impl Context {
         Ok(data_dir::host_serving(&data_dir).map(|addr| Client::new(&addr, data_dir::token(&data_dir))))
     }
 
+    /// Refuses `--host` for a command that works on this machine's files and
+    /// never goes through a host, rather than ignore it.
+    pub fn here_only(&self, command: &str, why: &str) -> Result<()> {
+        match &self.host {
+            Some(addr) => anyhow::bail!(
+                "`moat {command}` {why}, so it cannot go through the host at {addr}: drop --host (or unset MOAT_HOST)"
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// The data directory, if the flags or the manifest say where it is.
     fn known_data_dir(&self) -> Option<PathBuf> {
         self.data.clone().or_else(|| Manifest::load(&self.manifest).ok().map(|m| self.data_dir(&m)))

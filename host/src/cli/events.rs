@@ -11,8 +11,8 @@ use wasmtime::component::types::Type;
 
 use crate::capability::publish::PUBLISH;
 use crate::data_dir::db_path;
-use crate::values;
 use crate::events::history::{self, Published};
+use crate::values;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,6 +31,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     // Read-only and lock-free: works beside a running host.
+    ctx.here_only("events", "reads the outboxes in this machine's data directory")?;
     let plan = ctx.plan()?;
     let data_dir = plan.data_dir().to_path_buf();
     let subscriptions = plan.subscriptions().to_vec();
@@ -44,7 +45,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     publishers.dedup();
     if let Some(only) = &args.component {
         if !plan.parts().iter().any(|p| &p.name == only) {
-            bail!("no component `{only}` in {}", plan.manifest().path.display());
+            let hint = crate::suggest::did_you_mean(only, plan.parts().iter().map(|p| p.name.as_str()));
+            bail!("no component `{only}` in {}{hint}", plan.manifest().path.display());
         }
         publishers.retain(|p| p == only);
     }

@@ -11,6 +11,7 @@ mod status;
 mod swap;
 mod up;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,30 +27,37 @@ use context::{Context, Exit};
 /// Each component gets its own SQLite database and nothing else; components
 /// reach each other only through the WIT interfaces they export.
 #[derive(Parser)]
-#[command(name = "moat", version, max_term_width = 100)]
+#[command(name = "moat", version, max_term_width = 100, after_help = AFTER_HELP)]
 pub struct Cli {
     /// The app's manifest.
-    #[arg(long, global = true, value_name = "PATH", env = "MOAT_MANIFEST", default_value = "moat.toml")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "MOAT_MANIFEST",
+        help_heading = "Global options",
+        default_value = "moat.toml"
+    )]
     manifest: PathBuf,
 
     /// The directory holding the components' databases [default: .moat beside the manifest].
-    #[arg(long, global = true, value_name = "DIR", env = "MOAT_DATA")]
+    #[arg(long, global = true, value_name = "DIR", env = "MOAT_DATA", help_heading = "Global options")]
     data: Option<PathBuf>,
 
     /// Where compiled components are cached [default: $XDG_CACHE_HOME/moat or ~/.cache/moat].
-    #[arg(long, global = true, value_name = "DIR", env = "MOAT_CACHE_DIR")]
+    #[arg(long, global = true, value_name = "DIR", env = "MOAT_CACHE_DIR", help_heading = "Global options")]
     cache_dir: Option<PathBuf>,
 
     /// Compile every component afresh instead of using the compile cache.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     no_cache: bool,
 
     /// Print results as JSON instead of WAVE and text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
 
     /// Talk to the moat host at this address [default: the host serving the data directory, if one runs].
-    #[arg(long, global = true, value_name = "ADDR", env = "MOAT_HOST")]
+    #[arg(long, global = true, value_name = "ADDR", env = "MOAT_HOST", help_heading = "Global options")]
     host: Option<String>,
 
     #[command(subcommand)]
@@ -82,17 +90,32 @@ enum Command {
     Compile { wasm: PathBuf, out: PathBuf },
 }
 
+const AFTER_HELP: &str = "\
+Examples:
+  moat call product 'get-product(\"PROD001\")'
+  moat call order place-order --args-json '{\"order-id\": \"ORD1\", \"customer-id\": \"C1\", \"items\": []}'
+  moat up --http 127.0.0.1:8080
+  moat swap product target/wasm32-wasip2/release/product_v2.wasm
+
+Exit codes: 0 success; 1 the called function returned err (nothing was written);
+2 bad input or a failure (the message is on stderr; as JSON with --json).
+RUST_LOG=info (or debug) shows the host's log on stderr; NO_COLOR turns its colour off.";
+
 /// Runs `moat` with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Colour only for a person at a terminal who did not say NO_COLOR.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
+    let json = cli.json;
     let exit = match run(cli) {
         Ok(exit) => exit,
         Err(e) => {
-            report(&e);
+            report(&e, json);
             Exit::Failed
         }
     };
@@ -119,8 +142,15 @@ fn run(cli: Cli) -> Result<Exit> {
     }
 }
 
-/// Prints an error and its causes, cargo style.
-fn report(e: &anyhow::Error) {
+/// Prints an error and its causes, cargo style, or under `--json` as one
+/// JSON object on one line: `{"error": MESSAGE, "causes": [...], "exit": 2}`.
+fn report(e: &anyhow::Error, json: bool) {
+    if json {
+        let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+        let object = serde_json::json!({ "error": e.to_string(), "causes": causes, "exit": Exit::Failed as u8 });
+        eprintln!("{object}");
+        return;
+    }
     eprintln!("error: {e}");
     let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
     if !causes.is_empty() {

@@ -10,6 +10,7 @@ use crate::http::{app_name, document};
 pub struct Args {}
 
 pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
+    ctx.here_only("openapi", "reads the manifest and the components' files on this machine (a running host serves the same at /openapi.json)")?;
     let plan = ctx.plan()?;
     let contracts: Vec<_> = plan.parts().iter().map(|p| (p.name.clone(), p.contract.clone())).collect();
     let settings = plan.manifest().http.clone().unwrap_or_default();

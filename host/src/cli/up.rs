@@ -29,6 +29,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    ctx.here_only("up", "starts a host here (--listen says where it listens)")?;
     let listen = match args.listen.as_deref() {
         None => Listen::Socket,
         Some(addr) => match addr.strip_prefix("unix:") {
