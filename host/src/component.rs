@@ -532,9 +532,16 @@ impl Component {
             guard.slot.broken = true;
         }
         std::mem::forget(guard);
-        // Whoever waits longest goes next: a caller behind a busy route is
-        // not overtaken by that route's next batch.
-        parking_lot::MutexGuard::unlock_fair(slot);
+        // After a delivery batch, whoever waits longest goes next: a caller
+        // behind a busy route is not overtaken by that route's next batch.
+        // After a call, the next caller already running may take it (a
+        // handoff costs a context switch per call; parking_lot still hands
+        // over fairly every half millisecond or so, so no one starves).
+        if answers_caller {
+            drop(slot);
+        } else {
+            parking_lot::MutexGuard::unlock_fair(slot);
+        }
         if result.is_ok() && keep && published {
             self.signal.notify();
         }
