@@ -380,16 +380,22 @@ fn http_tool(name: &str) -> std::path::PathBuf {
 fn the_openapi_document_validates_and_schemathesis_finds_no_undocumented_failure() {
     let app = TestApp::with_manifest(&format!(
         "[components.product]\npath = {:?}\n\n[components.order]\npath = {:?}\n\n[components.kinds]\npath = {:?}\n\n\
-         [http.errors]\nnot-found = 404\nalready-exists = 409\ninsufficient-stock = 409\n",
+         [http]\nwit = [{:?}]\n\n[http.errors]\nnot-found = 404\nalready-exists = 409\ninsufficient-stock = 409\n",
         guest("product"),
         guest("order"),
-        guest("kinds")
+        guest("kinds"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit").canonicalize().unwrap(),
     ));
     let (_host, http) = up(&app);
     let document = send(&http, "GET", "/openapi.json", &[], "");
     assert_eq!(document.status, 200);
     let doc: Json = document.json();
     assert_eq!(doc["openapi"], "3.1.0");
+    // The WIT's doc comments describe the operations.
+    let get_product = &doc["paths"]["/product/catalog/get-product"]["post"];
+    assert_eq!(get_product["summary"], "product: Returns the product with this identifier, if there is one");
+    let description = get_product["description"].as_str().unwrap();
+    assert!(description.contains("`catalog`: The product catalog"), "{description}");
     // `moat openapi` prints the same document without a running host.
     let printed = app.moat(&["openapi"]);
     assert_eq!(printed.code, 0, "{}", printed.stderr);

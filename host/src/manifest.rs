@@ -65,6 +65,11 @@ pub struct HttpSettings {
     /// (`not-found = 404`); 422 for the rest.
     #[serde(default)]
     pub errors: BTreeMap<String, u16>,
+    /// Folders of WIT packages (relative to the manifest) whose doc
+    /// comments describe the operations in the OpenAPI document; `wit`
+    /// beside the manifest by default, if there is one.
+    #[serde(default)]
+    pub wit: Vec<std::path::PathBuf>,
 }
 
 impl HttpSettings {
@@ -84,6 +89,7 @@ impl Default for HttpSettings {
             cors_origins: Vec::new(),
             max_body_bytes: Self::default_max_body_bytes(),
             errors: BTreeMap::new(),
+            wit: Vec::new(),
         }
     }
 }

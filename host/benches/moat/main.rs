@@ -7,6 +7,7 @@
 //! Prints one table and writes it to docs/BENCHMARKS.md with the command,
 //! the date and the machine.
 
+mod http;
 mod native;
 
 use std::fmt::Write as _;
@@ -50,6 +51,8 @@ fn main() {
         ("memory", memory),
         ("events across hosts", events_across_hosts),
         ("call across hosts", call_across_hosts),
+        ("HTTP get-product", http_get_product),
+        ("HTTP place-order", http_place_order),
     ] {
         if only.as_ref().is_some_and(|o| !o.iter().any(|r| r == name)) {
             continue;
@@ -245,7 +248,7 @@ fn unit_of_work(guests: &Path) -> Row {
                 &conn,
                 &format!("N{i}"),
                 &[(&format!("P{:04}", i % 100), 2), (&format!("P{:04}", (i + 1) % 100), 1)],
-            )
+            );
         },
     );
     Row {
@@ -768,6 +771,59 @@ fn call_across_hosts(guests: &Path) -> Row {
         aim: "report",
         met: true,
         note: "ratio of the medians".into(),
+    }
+}
+
+/// `get-product` over HTTP: the gateway in front of product, against axum +
+/// rusqlite doing the same point read.
+fn http_get_product(guests: &Path) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), guests, &[("product", "product")], cache());
+    seed_products(&app, 1000);
+    let moat = http::gateway(app);
+    let (catalog, orders) = http::native_databases(dir.path(), 1000);
+    let native = http::native_server(catalog, orders);
+    let body = |i: usize| format!(r#"{{"product-id": "P{:04}"}}"#, i * 7 % 1000);
+    let (m, n) = http::compare(moat.addr, native.addr, "/product/catalog/get-product", 4000, &body);
+    http_row("HTTP get-product", "`POST /product/catalog/get-product`", m, n, "≥ 0.7× native requests/s")
+}
+
+/// `place-order` over HTTP: a unit of work behind the gateway, against
+/// axum + rusqlite doing the same transaction.
+fn http_place_order(guests: &Path) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), guests, &[("product", "product"), ("order", "order")], cache());
+    seed_products(&app, 100);
+    let moat = http::gateway(app);
+    let (catalog, orders) = http::native_databases(dir.path(), 100);
+    let native = http::native_server(catalog, orders);
+    let body = |i: usize| {
+        format!(
+            r#"{{"order-id": "H{i}", "customer-id": "C1", "items": [{{"product-id": "P{:04}", "quantity": 2}}, {{"product-id": "P{:04}", "quantity": 1}}]}}"#,
+            i % 100,
+            (i + 1) % 100
+        )
+    };
+    let (m, n) = http::compare(moat.addr, native.addr, "/order/orders/place-order", 1000, &body);
+    http_row("HTTP place-order", "`POST /order/orders/place-order` (2 lines, 1 event)", m, n, "report")
+}
+
+fn http_row(name: &'static str, what: &str, m: http::Measured, n: http::Measured, aim: &'static str) -> Row {
+    let show =
+        |x: &http::Measured| format!("{:.0} req/s, p50 / p99 {:.2} / {:.2} ms", x.per_second, x.p50_ms, x.p99_ms);
+    let ratio = m.per_second / n.per_second;
+    Row {
+        name,
+        what: format!(
+            "{what} with JSON, {} keep-alive connections, vs axum + rusqlite doing the same SQL",
+            http::CONNECTIONS
+        ),
+        moat: show(&m),
+        native: show(&n),
+        ratio,
+        aim,
+        met: aim == "report" || ratio >= 0.7,
+        note: "requests/s ratio (moat / native: higher is better here)".into(),
     }
 }
 

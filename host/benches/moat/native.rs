@@ -86,7 +86,8 @@ pub fn orders(path: &Path, n: usize) -> Connection {
 
 /// `place-order` with two lines: the same statements the order component
 /// runs, and its `placed` event written to the outbox, in one transaction.
-pub fn place_order(conn: &Connection, order_id: &str, lines: &[(&str, u32)]) {
+/// Returns the items: product, quantity, the name and price copied.
+pub fn place_order(conn: &Connection, order_id: &str, lines: &[(&str, u32)]) -> Vec<(String, u32, String, i64)> {
     let tx = conn.unchecked_transaction().unwrap();
     let exists: Option<String> = tx
         .prepare_cached("SELECT customer_id, status FROM orders WHERE order_id = ?")
@@ -130,6 +131,7 @@ pub fn place_order(conn: &Connection, order_id: &str, lines: &[(&str, u32)]) {
         .execute(params!["shop:order", "placed", payload, 0])
         .unwrap();
     tx.commit().unwrap();
+    items
 }
 
 /// A publisher's outbox and a subscriber's replica, natively.

@@ -167,12 +167,12 @@ impl App {
     /// Reads a call written in WAVE, `get-product("PROD001")`, against the
     /// contract `component` serves now.
     pub fn invocation(&self, component: &str, call: &str) -> Result<Invocation> {
-        Invocation::wave(component, &self.contract(component)?, call)
+        self.with_contract(component, |c| Invocation::wave(component, c, call))?
     }
 
     /// Reads a function and its arguments in JSON, as [`Plan::invocation_json`] does.
     pub fn invocation_json(&self, component: &str, function: &str, args: &serde_json::Value) -> Result<Invocation> {
-        Invocation::json(component, &self.contract(component)?, function, args)
+        self.with_contract(component, |c| Invocation::json(component, c, function, args))?
     }
 
     /// Runs an invocation as one unit of work of its component, here or on
@@ -207,7 +207,7 @@ impl App {
 
     /// Finds the public function a user named, as [`Plan::function`] does.
     pub fn function(&self, component: &str, name: &str) -> Result<FunctionRef> {
-        find_function(component, &self.contract(component)?, name)
+        self.with_contract(component, |c| find_function(component, c, name))?
     }
 
     /// Calls a function written in WAVE, `get-product("PROD001")`.
@@ -219,15 +219,21 @@ impl App {
     /// Every component's contract as it serves it now, here or on its
     /// host, by name.
     pub fn contracts(&self) -> Vec<(String, Contract)> {
-        self.manifest.components.keys().filter_map(|name| Some((name.clone(), self.contract(name).ok()?))).collect()
+        self.manifest
+            .components
+            .keys()
+            .filter_map(|name| Some((name.clone(), self.with_contract(name, Contract::clone).ok()?)))
+            .collect()
     }
 
     /// The contract `component` serves now, here or on its host.
-    fn contract(&self, component: &str) -> Result<Contract> {
+    /// (Borrowed, not cloned: the HTTP gateway looks a function up on every
+    /// request.)
+    fn with_contract<R>(&self, component: &str, f: impl FnOnce(&Contract) -> R) -> Result<R> {
         if let Some(remote) = self.remotes.get(component) {
-            return Ok(remote.contract.clone());
+            return Ok(f(&remote.contract));
         }
-        Ok(self.require(component)?.version().contract.clone())
+        Ok(f(&self.require(component)?.version().contract))
     }
 
     /// A component by name.

@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::context::{Context, Exit};
-use crate::http::{app_name, document};
+use crate::http::{WitDocs, app_name, document};
 
 #[derive(clap::Args)]
 pub struct Args {}
@@ -14,7 +14,7 @@ pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
     let plan = ctx.plan()?;
     let contracts: Vec<_> = plan.parts().iter().map(|p| (p.name.clone(), p.contract.clone())).collect();
     let settings = plan.manifest().http.clone().unwrap_or_default();
-    let doc = document(&app_name(plan.manifest()), &contracts, &settings);
+    let doc = document(&app_name(plan.manifest()), &contracts, &settings, &WitDocs::for_manifest(plan.manifest()));
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(Exit::Ok)
 }

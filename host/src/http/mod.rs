@@ -27,6 +27,7 @@
 //! `openapi`: the document and the JSON Schema of each WIT type;
 //! `problem`: error bodies.
 
+mod docs;
 mod openapi;
 mod problem;
 
@@ -44,6 +45,7 @@ use serde_json::{Map, Value as Json_};
 use wasmtime::component::Val;
 use wasmtime::component::types::Type;
 
+pub use docs::WitDocs;
 use openapi::MAX_KEY;
 pub use openapi::document;
 use problem::Problem;
@@ -76,7 +78,8 @@ impl Gateway {
 }
 
 fn router(app: Arc<App>, settings: &HttpSettings) -> Router {
-    let gateway = Arc::new(Shared { app, settings: settings.clone() });
+    let docs = WitDocs::for_manifest(app.manifest());
+    let gateway = Arc::new(Shared { app, settings: settings.clone(), docs });
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -108,6 +111,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 struct Shared {
     app: Arc<App>,
     settings: HttpSettings,
+    docs: WitDocs,
 }
 
 async fn healthz() -> Json<Json_> {
@@ -128,7 +132,7 @@ async fn readyz(State(g): State<Arc<Shared>>) -> Response {
 
 async fn openapi_json(State(g): State<Arc<Shared>>) -> Response {
     let name = app_name(g.app.manifest());
-    Json(document(&name, &g.app.contracts(), &g.settings)).into_response()
+    Json(document(&name, &g.app.contracts(), &g.settings, &g.docs)).into_response()
 }
 
 /// An app's name: the directory that holds its manifest.

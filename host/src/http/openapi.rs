@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use serde_json::{Value as Json, json};
 use wasmtime::component::types::{ComponentFunc, Type};
 
-use crate::contract::{self, Contract};
+use super::docs::WitDocs;
+use crate::contract::{self, Contract, InterfaceId};
 use crate::manifest::HttpSettings;
 use crate::values::json::{SAFE_INTEGER, type_name};
 
@@ -16,11 +17,11 @@ use crate::values::json::{SAFE_INTEGER, type_name};
 pub const MAX_KEY: usize = 255;
 
 /// The document for an app's components (by name, with the contracts
-/// they serve), titled after the app.
-pub fn document(app: &str, contracts: &[(String, Contract)], settings: &HttpSettings) -> Json {
+/// they serve), titled after the app, described by the WIT's comments.
+pub fn document(app: &str, contracts: &[(String, Contract)], settings: &HttpSettings, docs: &WitDocs) -> Json {
     let mut paths = serde_json::Map::new();
     for (component, contract) in contracts {
-        operations(component, contract, settings, &mut paths);
+        operations(component, contract, settings, docs, &mut paths);
     }
     json!({
         "openapi": "3.1.0",
@@ -66,20 +67,41 @@ fn operations(
     component: &str,
     contract: &Contract,
     settings: &HttpSettings,
+    docs: &WitDocs,
     paths: &mut serde_json::Map<String, Json>,
 ) {
     for export in contract.public_exports() {
         for f in &export.funcs {
             let path = format!("/{component}/{}/{}", export.id.interface, f.name);
-            paths.insert(
-                path,
-                json!({ "post": operation(component, &export.id.to_string(), &f.name, &f.ty, settings) }),
-            );
+            let mut op = operation(component, &export.id, &f.name, &f.ty, settings);
+            describe(&mut op, component, &export.id, &f.name, docs);
+            paths.insert(path, json!({ "post": op }));
         }
     }
 }
 
-fn operation(component: &str, interface: &str, name: &str, ty: &ComponentFunc, settings: &HttpSettings) -> Json {
+/// The summary and description, from the function's and the interface's
+/// doc comments where the WIT has them.
+fn describe(op: &mut Json, component: &str, id: &InterfaceId, name: &str, docs: &WitDocs) {
+    let doc = docs.function(id, name).map(str::trim).filter(|d| !d.is_empty());
+    let mut description = String::new();
+    if let Some(doc) = doc {
+        // The first sentence is the summary.
+        let first = doc.split_once(". ").map_or(doc, |(s, _)| s).lines().collect::<Vec<_>>().join(" ");
+        op["summary"] = json!(format!("{component}: {}", first.trim_end_matches('.')));
+        description.push_str(doc);
+        description.push_str("\n\n");
+    }
+    description.push_str(&format!("`{}`", op["x-wit-signature"].as_str().unwrap_or(name)));
+    description.push_str(&format!(" of `{id}`, served by `{component}`. One call, one unit of work."));
+    if let Some(about) = docs.interface(id) {
+        description.push_str(&format!("\n\n`{}`: {about}", id.interface));
+    }
+    op["description"] = json!(description);
+}
+
+fn operation(component: &str, id: &InterfaceId, name: &str, ty: &ComponentFunc, settings: &HttpSettings) -> Json {
+    let interface = &id.to_string();
     let mut properties = serde_json::Map::new();
     let mut required = Vec::new();
     for (param, ty) in ty.params() {
@@ -158,10 +180,11 @@ fn operation(component: &str, interface: &str, name: &str, ty: &ComponentFunc, s
     responses.insert("504".into(), problem("The call ran past its deadline (rolled back), or another host's answer was lost (retry with the same Idempotency-Key)."));
     let signature = contract::signature(name, ty);
     json!({
-        "operationId": format!("{component}.{}.{name}", contract_interface(interface)),
+        "operationId": format!("{component}.{}.{name}", id.interface),
         "tags": [component],
         "summary": format!("{component}: {signature}"),
         "description": format!("`{name}` of `{interface}`, served by `{component}`. One call, one unit of work."),
+        "x-wit-signature": signature,
         "parameters": [{
             "name": "Idempotency-Key",
             "in": "header",
@@ -175,10 +198,6 @@ fn operation(component: &str, interface: &str, name: &str, ty: &ComponentFunc, s
         },
         "responses": responses,
     })
-}
-
-fn contract_interface(interface: &str) -> String {
-    crate::contract::InterfaceId::parse(interface).interface
 }
 
 fn ok_response(ty: &Type) -> Json {
