@@ -49,7 +49,7 @@ fn missing_and_corrupt_component_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let real = std::fs::read(guest("product")).unwrap();
     let files = [
-        ("missing.wasm", None, vec!["cannot read the component file", "make build"]),
+        ("missing.wasm", None, vec!["cannot read the component file", "check its path in the manifest"]),
         ("empty.wasm", Some(Vec::new()), vec!["is empty"]),
         ("text.wasm", Some(b"this is not wasm".to_vec()), vec!["is not a WebAssembly component"]),
         ("truncated.wasm", Some(real[..real.len() / 2].to_vec()), vec!["is not a valid WebAssembly component"]),
@@ -180,4 +180,37 @@ fn bad_limits_in_the_manifest_are_refused() {
         "list-products()",
         &["unknown variant `sometimes`", "expected one of `off`, `normal`, `full`, `extra`"],
     );
+}
+
+#[test]
+fn a_swap_to_another_components_build_says_so_in_one_line_and_to_the_running_build_does_nothing() {
+    let app = TestApp::shop();
+    assert_eq!(app.moat(&["call", "product", "list-products()"]).code, 0);
+    let before = snapshot(&app, "product");
+
+    let order = guest("order");
+    let wrong = app.moat(&["swap", "product", order.to_str().unwrap()]);
+    assert_eq!(wrong.code, 2, "{}", wrong.stderr);
+    assert!(
+        wrong.stderr.contains("`product` serves shop:product, and the new build serves shop:order instead"),
+        "{}",
+        wrong.stderr
+    );
+    assert_eq!(wrong.stderr.lines().count(), 2, "one refusal, said once:\n{}", wrong.stderr);
+
+    let product = guest("product");
+    let same = app.moat(&["swap", "product", product.to_str().unwrap()]);
+    assert_eq!(same.code, 0, "{}", same.stderr);
+    assert!(
+        same.stdout.contains("already runs this build") && same.stdout.contains("nothing swapped"),
+        "{}",
+        same.stdout
+    );
+    assert_eq!(snapshot(&app, "product"), before, "a swap that changed nothing wrote something");
+    assert!(!app.data().join("deployed.toml").exists(), "a swap that changed nothing was recorded");
+
+    let missing = app.moat(&["swap", "product", "nowhere/product.wasm"]);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("does not exist: check the path"), "{}", missing.stderr);
+    assert!(!missing.stderr.contains("make build"), "{}", missing.stderr);
 }

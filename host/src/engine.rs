@@ -106,7 +106,7 @@ impl Runtime {
     /// Loads a component from a `.wasm` file, through the compile cache.
     pub fn load(&self, path: &Path) -> Result<Compiled> {
         let bytes = std::fs::read(path).with_context(|| {
-            format!("cannot read the component file {}: check the path in moat.toml and that the component is built (`make build`)", path.display())
+            format!("cannot read the component file {}: check its path in the manifest (a relative path starts at the manifest's folder) and that the component is built", path.display())
         })?;
         self.load_bytes(path, &bytes)
     }

@@ -52,6 +52,9 @@ pub struct SwapReport {
     /// Milliseconds the component was held (instantiate, migrate, switch):
     /// the only time its callers waited.
     pub switch_ms: f64,
+    /// The build asked for is the one serving: nothing was swapped.
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 /// Why a swap did not happen. Either way the old version keeps serving on
@@ -84,7 +87,25 @@ impl App {
         };
 
         let compiled = self.runtime.load(wasm).map_err(|e| refused(format!("  - {e:#}")))?;
+        if compiled.digest == old.compiled.digest {
+            let version = old.contract.version().map(|v| v.to_string());
+            return Ok(SwapReport {
+                component: name.to_string(),
+                from_version: version.clone(),
+                to_version: version,
+                from_sha256: old.compiled.digest.clone(),
+                to_sha256: compiled.digest.clone(),
+                schema: component.status().schema,
+                compiled: compiled.compiled_now,
+                total_ms: start.elapsed().as_secs_f64() * 1e3,
+                switch_ms: 0.0,
+                unchanged: true,
+            });
+        }
         let contract = Contract::of(self.runtime.engine(), &compiled.component.component_type());
+        if let Some(refusal) = serves_another_package(name, &old.contract, &contract) {
+            return Err(refused(format!("  - {refusal}")));
+        }
 
         // The app as it is now, on every host, and as it would be.
         let mut members = self.members();
@@ -174,6 +195,7 @@ impl App {
             compiled: compiled_now,
             total_ms: start.elapsed().as_secs_f64() * 1e3,
             switch_ms,
+            unchanged: false,
         })
     }
 
@@ -242,4 +264,30 @@ fn render(name: &str, refusals: &[Refusal]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A build that serves none of the contract packages the running one
+/// serves is another component's build (`order.wasm` given for `product`):
+/// said in one line instead of as every wiring problem it would cause.
+fn serves_another_package(name: &str, old: &Contract, new: &Contract) -> Option<String> {
+    let packages = |c: &Contract| -> std::collections::BTreeSet<String> {
+        c.public_exports().map(|e| e.id.package.clone()).collect()
+    };
+    let (was, would) = (packages(old), packages(new));
+    if was.is_empty() || !was.is_disjoint(&would) {
+        return None;
+    }
+    let list = |s: &std::collections::BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(", ");
+    Some(if would.is_empty() {
+        format!(
+            "`{name}` serves {}, and the new build serves no contract at all: is it a build of `{name}`?",
+            list(&was)
+        )
+    } else {
+        format!(
+            "`{name}` serves {}, and the new build serves {} instead: it looks like a build of another component; swap to a build of `{name}`",
+            list(&was),
+            list(&would)
+        )
+    })
 }

@@ -12,7 +12,7 @@ pub struct Args {
     /// The component to swap.
     component: String,
 
-    /// The new build.
+    /// The new build (a .wasm component); or --rollback instead.
     #[arg(required_unless_present = "rollback")]
     wasm: Option<PathBuf>,
 
@@ -25,7 +25,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let wasm = match args.wasm {
         Some(w) => {
             if !w.exists() {
-                bail!("{} does not exist: build it first (`make build` builds the shop's components)", w.display());
+                bail!("{} does not exist: check the path, or build the component first", w.display());
             }
             Some(std::path::absolute(&w)?)
         }
@@ -50,6 +50,15 @@ fn print(ctx: &Context, r: &SwapReport) -> Result<()> {
         return Ok(());
     }
     let v = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    if r.unchanged {
+        println!(
+            "`{}` already runs this build ({} {}): nothing swapped",
+            r.component,
+            v(&r.from_version),
+            &r.from_sha256[..12]
+        );
+        return Ok(());
+    }
     println!(
         "swapped `{}`: {} ({}) -> {} ({}), schema {}",
         r.component,
