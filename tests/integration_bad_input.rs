@@ -129,14 +129,44 @@ fn arguments_that_do_not_parse_or_do_not_fit_are_refused() {
         r#"get-product("PROD001)"#,
         &["cannot read the arguments as WAVE", "expected: get-product(product-id: string)"],
     );
-    refused(&app, "product", "get-product(42)", &["the arguments do not fit `get-product`", "^^"]);
-    refused(&app, "product", r#"get-product("a", "b")"#, &["the arguments do not fit"]);
-    refused(&app, "product", r#"set-price("PROD001", -5)"#, &["the arguments do not fit `set-price`"]);
+    // Each misfit names the argument, field or element, what it should be,
+    // and how to write it.
+    refused(
+        &app,
+        "product",
+        "get-product(42)",
+        &["the arguments do not fit `get-product`: product-id: expected string, found `42`", "^^"],
+    );
+    refused(
+        &app,
+        "product",
+        "get-product(PROD001)",
+        &["product-id: expected string, found `PROD001` (a string is written in double quotes: \"PROD001\")"],
+    );
+    refused(&app, "product", r#"get-product("a", "b")"#, &["1 argument(s) expected, 2 given"]);
+    refused(
+        &app,
+        "product",
+        r#"set-price("PROD001", -5)"#,
+        &["price: expected u64, found `-5` (a u64 cannot be negative)"],
+    );
     refused(
         &app,
         "product",
         r#"create-product({product-id: "X", name: "Y", price: 1})"#,
-        &["the arguments do not fit", "stock"],
+        &["product: the field `stock` (u32) is missing"],
+    );
+    refused(
+        &app,
+        "product",
+        r#"create-product({product-id: "X", nmae: "Y", price: 1, stock: 1})"#,
+        &["product: no field `nmae`; did you mean `name`?; the fields are product-id, name, price, stock"],
+    );
+    refused(
+        &app,
+        "order",
+        r#"place-order("O1", "C1", [{product-id: "P", quantity: 1}, {product-id: "P", quantity: 99999999999}])"#,
+        &["items[1].quantity: expected u32, found `99999999999` (out of range for u32)"],
     );
 }
 

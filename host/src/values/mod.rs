@@ -6,9 +6,11 @@ pub mod json;
 
 use anyhow::{Result, anyhow, bail};
 use serde_json::Value as Json;
+use wasm_wave::ast::{Node, NodeType};
+use wasm_wave::lex::Span;
 use wasm_wave::untyped::UntypedFuncCall;
 use wasmtime::component::Val;
-use wasmtime::component::types::ComponentFunc;
+use wasmtime::component::types::{ComponentFunc, Type};
 
 use crate::contract;
 
@@ -49,8 +51,118 @@ pub fn parse_args(func_name: &str, args: &str, ty: &ComponentFunc) -> Result<Vec
     })?;
     let types: Vec<_> = ty.params().map(|(_, t)| t).collect();
     call.to_wasm_params::<Val>(types.iter()).map_err(|e| {
-        anyhow!("the arguments do not fit `{func_name}`: {}{}\n  expected: {signature}", detail(&e), point(e.span()))
+        // Say which argument, field or element did not fit, and what it
+        // should be, where the parser only knows that something did not.
+        let names: Vec<&str> = ty.params().map(|(n, _)| n).collect();
+        match call.params_node().and_then(|params| diagnose(&source, params, &names, &types)) {
+            Some((why, span)) => {
+                anyhow!("the arguments do not fit `{func_name}`: {why}{}\n  expected: {signature}", point(span))
+            }
+            None => anyhow!(
+                "the arguments do not fit `{func_name}`: {}{}\n  expected: {signature}",
+                detail(&e),
+                point(e.span())
+            ),
+        }
     })
+}
+
+/// The first argument (or field, element, payload) that does not fit its
+/// type, as "PATH: expected TYPE, found TEXT" with a hint, and where it is.
+fn diagnose(src: &str, params: &Node, names: &[&str], types: &[Type]) -> Option<(String, Span)> {
+    let args: Vec<&Node> = params.as_tuple().ok()?.collect();
+    if args.len() > types.len() {
+        let extra = args[types.len()];
+        return Some((format!("{} argument(s) expected, {} given", types.len(), args.len()), extra.span()));
+    }
+    args.iter().zip(names.iter().zip(types)).find_map(|(node, (name, ty))| misfit(src, node, ty, name))
+}
+
+fn misfit(src: &str, node: &Node, ty: &Type, path: &str) -> Option<(String, Span)> {
+    if node.to_wasm_value::<Val>(ty, src).is_ok() {
+        return None;
+    }
+    let text = |n: &Node| src.get(n.span()).unwrap_or_default().to_string();
+    match (ty, node.ty()) {
+        (Type::Record(r), NodeType::Record) => {
+            let given: Vec<(&str, &Node)> = node.as_record(src).ok()?.collect();
+            let fields: Vec<_> = r.fields().collect();
+            for (name, n) in &given {
+                if !fields.iter().any(|f| f.name == *name) {
+                    let hint = crate::suggest::did_you_mean(name, fields.iter().map(|f| f.name));
+                    let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
+                    return Some((
+                        format!("{path}: no field `{name}`{hint}; the fields are {}", names.join(", ")),
+                        n.span(),
+                    ));
+                }
+            }
+            for f in &fields {
+                if !matches!(f.ty, Type::Option(_)) && !given.iter().any(|(name, _)| *name == f.name) {
+                    return Some((
+                        format!("{path}: the field `{}` ({}) is missing", f.name, json::type_name(&f.ty)),
+                        node.span(),
+                    ));
+                }
+            }
+            given.iter().find_map(|(name, n)| {
+                let ty = &fields.iter().find(|f| f.name == *name)?.ty;
+                misfit(src, n, ty, &format!("{path}.{name}"))
+            })
+        }
+        (Type::List(l), NodeType::List) => {
+            node.as_list().ok()?.enumerate().find_map(|(i, n)| misfit(src, n, &l.ty(), &format!("{path}[{i}]")))
+        }
+        (Type::Tuple(t), NodeType::Tuple) if node.as_tuple().ok()?.len() == t.types().len() => node
+            .as_tuple()
+            .ok()?
+            .zip(t.types())
+            .enumerate()
+            .find_map(|(i, (n, ty))| misfit(src, n, &ty, &format!("{path}.{i}"))),
+        (Type::Option(o), NodeType::OptionSome) => misfit(src, node.as_option().ok()??, &o.ty(), path),
+        (Type::Variant(v), NodeType::Label | NodeType::VariantWithPayload) => {
+            let (label, payload) = node.as_variant(src).ok()?;
+            let cases: Vec<_> = v.cases().collect();
+            match cases.iter().find(|c| c.name == label) {
+                None => {
+                    let hint = crate::suggest::did_you_mean(label, cases.iter().map(|c| c.name));
+                    let names: Vec<&str> = cases.iter().map(|c| c.name).collect();
+                    Some((format!("{path}: no case `{label}`{hint}; the cases are {}", names.join(", ")), node.span()))
+                }
+                Some(case) => match (&case.ty, payload) {
+                    (Some(ty), Some(payload)) => misfit(src, payload, ty, &format!("{path}.{label}")),
+                    _ => None,
+                },
+            }
+        }
+        (Type::Enum(e), NodeType::Label) => {
+            let label = text(node);
+            let hint = crate::suggest::did_you_mean(&label, e.names());
+            Some((
+                format!("{path}: `{label}` is not one of {}{hint}", e.names().collect::<Vec<_>>().join(", ")),
+                node.span(),
+            ))
+        }
+        _ => {
+            let found = text(node);
+            let hint = match (ty, node.ty()) {
+                (Type::String, NodeType::Label) => format!(" (a string is written in double quotes: \"{found}\")"),
+                (Type::U8 | Type::U16 | Type::U32 | Type::U64, NodeType::Number) if found.starts_with('-') => {
+                    format!(" (a {} cannot be negative)", json::type_name(ty))
+                }
+                (_, NodeType::Number) if is_integer(ty) && found.parse::<i128>().is_ok() => {
+                    format!(" (out of range for {})", json::type_name(ty))
+                }
+                (_, NodeType::Number) if is_integer(ty) => " (a whole number)".to_string(),
+                _ => String::new(),
+            };
+            Some((format!("{path}: expected {}, found `{found}`{hint}", json::type_name(ty)), node.span()))
+        }
+    }
+}
+
+fn is_integer(ty: &Type) -> bool {
+    matches!(ty, Type::U8 | Type::U16 | Type::U32 | Type::U64 | Type::S8 | Type::S16 | Type::S32 | Type::S64)
 }
 
 fn detail(e: &wasm_wave::parser::ParserError) -> String {
