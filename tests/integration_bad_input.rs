@@ -244,3 +244,40 @@ fn a_swap_to_another_components_build_says_so_in_one_line_and_to_the_running_bui
     assert!(missing.stderr.contains("does not exist: check the path"), "{}", missing.stderr);
     assert!(!missing.stderr.contains("make build"), "{}", missing.stderr);
 }
+
+#[test]
+fn describe_shows_the_contract_with_wit_type_names_from_the_build_itself() {
+    let app = TestApp::shop();
+    let run = app.moat(&["describe", "order", "place-order"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "place-order: func(order-id: order-id, customer-id: customer-id, items: list<order-line>) -> result<order, order-error>;"
+        ),
+        "{}",
+        run.stdout
+    );
+    for definition in [
+        "type order-id = string",
+        "record order-line { product-id: product-id, quantity: u32 }",
+        "enum order-status { pending, submitted, confirmed, rejected, cancelled }",
+        "variant order-error { already-exists(order-id), not-found(order-id), no-items,",
+    ] {
+        assert!(run.stdout.contains(definition), "{definition}:\n{}", run.stdout);
+    }
+    assert!(!run.stdout.contains("submit-order"), "only the function asked for:\n{}", run.stdout);
+    // Handlers and the host's interfaces are not part of the contract.
+    let all = app.moat(&["describe", "product"]);
+    assert!(all.stdout.contains("shop:product/catalog@1.0.0") && !all.stdout.contains("handler"), "{}", all.stdout);
+    let typo = app.moat(&["describe", "order", "place-ordr"]);
+    assert_eq!(typo.code, 2);
+    assert!(typo.stderr.contains("serves no function `place-ordr`"), "{}", typo.stderr);
+
+    // A build in another language, with no WIT sources at hand: the names
+    // come from the component.
+    let python = TestApp::new(&[("product", "py_product")]);
+    let run = python.moat(&["describe", "product", "search-products"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("search-products: func(text: string) -> list<product>;"), "{}", run.stdout);
+    assert!(python.data_is_untouched(), "describe wrote to the data directory");
+}

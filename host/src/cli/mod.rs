@@ -3,6 +3,7 @@
 mod call;
 mod components;
 mod context;
+mod describe;
 mod dlq;
 mod events;
 mod openapi;
@@ -76,6 +77,8 @@ enum Command {
     Status(status::Args),
     /// List the app's components: version, database, imports and exports.
     Components(components::Args),
+    /// Show the contract a component serves, with its types by their WIT names.
+    Describe(describe::Args),
     /// List published events and which subscribers have them.
     Events(events::Args),
     /// List a component's dead letters, or redrive them.
@@ -131,6 +134,7 @@ fn run(cli: Cli) -> Result<Exit> {
         Command::Status(args) => status::run(&ctx, args),
         Command::Call(args) => call::run(&ctx, args),
         Command::Components(args) => components::run(&ctx, args),
+        Command::Describe(args) => describe::run(&ctx, args),
         Command::Events(args) => events::run(&ctx, args),
         Command::Dlq(args) => dlq::run(&ctx, args),
         Command::Replay(args) => replay::run(&ctx, args),
