@@ -281,3 +281,14 @@ fn describe_shows_the_contract_with_wit_type_names_from_the_build_itself() {
     assert!(run.stdout.contains("search-products: func(text: string) -> list<product>;"), "{}", run.stdout);
     assert!(python.data_is_untouched(), "describe wrote to the data directory");
 }
+
+#[test]
+fn a_slow_compile_says_what_it_compiles_and_how_long_it_took() {
+    // The Python build is 18 MB and takes seconds to compile.
+    let app = TestApp::new(&[("product", "py_product")]);
+    let run = app.moat(&["--no-cache", "components"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("moat: compiling ") && run.stderr.contains("py_product.wasm (18."), "{}", run.stderr);
+    assert!(run.stderr.contains("moat: compiled ") && run.stderr.contains(" s\n"), "{}", run.stderr);
+    assert!(!run.stderr.contains("later starts use the cache"), "--no-cache caches nothing:\n{}", run.stderr);
+}

@@ -57,8 +57,9 @@ pub enum Compiler {
     /// In this process (a library user, the tests).
     InProcess,
     /// In a child process: this executable (`moat`), run as
-    /// `moat __compile WASM OUT`.
-    Child(PathBuf),
+    /// `moat __compile WASM OUT`; `progress`: say on stderr what is being
+    /// compiled when it takes more than a moment.
+    Child { exe: PathBuf, progress: bool },
 }
 
 impl Runtime {
@@ -152,12 +153,12 @@ impl Runtime {
                 // SAFETY: `serialized` was produced by this engine a moment ago.
                 unsafe { Component::deserialize(&self.engine, &serialized) }.map_err(anyhow::Error::from)?
             }
-            Compiler::Child(exe) => {
+            Compiler::Child { exe, progress } => {
                 let scratch = tempfile::tempdir().context("making a directory to compile in")?;
                 let out = cached.clone().unwrap_or_else(|| scratch.path().join("out.cwasm"));
                 let input = scratch.path().join("in.wasm");
                 std::fs::write(&input, bytes).with_context(|| format!("writing {}", input.display()))?;
-                compile_in_child(exe, path, &input, &out)?;
+                compile_in_child(exe, path, &input, &out, progress.then_some(cached.is_some()))?;
                 // SAFETY: written a moment ago by this executable's compile
                 // child with the same engine settings (Wasmtime checks them).
                 unsafe { Component::deserialize_file(&self.engine, &out) }.map_err(anyhow::Error::from)?
@@ -180,16 +181,28 @@ impl Runtime {
     }
 }
 
-/// Runs `exe __compile IN OUT`, saying what it does if it takes a while.
-fn compile_in_child(exe: &Path, shown: &Path, input: &Path, out: &Path) -> Result<()> {
+/// Runs `exe __compile IN OUT`, saying what it does if it takes a while
+/// (`progress`: `Some(whether the result is cached)`).
+fn compile_in_child(exe: &Path, shown: &Path, input: &Path, out: &Path, progress: Option<bool>) -> Result<()> {
     let started = std::time::Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reporter = progress.map(|cached| {
+        let (done, name) = (done.clone(), shown.display().to_string());
+        let size = std::fs::metadata(input).map_or(0, |m| m.len());
+        std::thread::spawn(move || report_compiling(&done, &name, size, cached, started))
+    });
     let output = std::process::Command::new(exe)
         .arg("__compile")
         .arg(input)
         .arg(out)
         .stdin(std::process::Stdio::null())
         .output()
-        .with_context(|| format!("starting {} to compile {}", exe.display(), shown.display()))?;
+        .with_context(|| format!("starting {} to compile {}", exe.display(), shown.display()));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(reporter) = reporter {
+        let _ = reporter.join();
+    }
+    let output = output?;
     if !output.status.success() {
         let why = String::from_utf8_lossy(&output.stderr);
         let why = why.trim().trim_start_matches("error: ");
@@ -273,4 +286,51 @@ pub(crate) fn write_atomically(file: &Path, bytes: &[u8]) -> Result<()> {
 /// SHA-256 of some bytes, hex: how builds are named everywhere.
 pub(crate) fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// After a moment without the compile finishing, says what is compiling
+/// and, on a terminal, counts the seconds on one line; then how long it
+/// took. (Compiling happens once per build: later starts use the cache.)
+fn report_compiling(
+    done: &std::sync::atomic::AtomicBool,
+    name: &str,
+    size: u64,
+    cached: bool,
+    started: std::time::Instant,
+) {
+    use std::io::{IsTerminal, Write};
+    use std::sync::atomic::Ordering;
+    const MOMENT: std::time::Duration = std::time::Duration::from_millis(800);
+    while started.elapsed() < MOMENT {
+        if done.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let terminal = std::io::stderr().is_terminal();
+    let what = format!(
+        "moat: compiling {name} ({:.1} MB){}",
+        size as f64 / 1e6,
+        if cached { ", once; later starts use the cache" } else { "" }
+    );
+    let mut stderr = std::io::stderr();
+    if !terminal {
+        let _ = writeln!(stderr, "{what}");
+    }
+    let spinner = ['|', '/', '-', '\\'];
+    let mut tick = 0;
+    while !done.load(Ordering::Relaxed) {
+        if terminal {
+            let _ = write!(stderr, "\r{what} {} {:.0} s", spinner[tick % 4], started.elapsed().as_secs_f64());
+            let _ = stderr.flush();
+        }
+        tick += 1;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let took = started.elapsed().as_secs_f64();
+    if terminal {
+        let _ = writeln!(stderr, "\r{what}: done in {took:.1} s");
+    } else {
+        let _ = writeln!(stderr, "moat: compiled {name} in {took:.1} s");
+    }
 }

@@ -41,7 +41,8 @@ impl Context {
         // host never holds a compiler's memory.
         let runtime = Runtime::new(self.cache_dir.clone())?;
         let runtime = match std::env::current_exe() {
-            Ok(exe) => runtime.with_compiler(Compiler::Child(exe)),
+            // Progress on stderr, except where stderr is for a JSON error.
+            Ok(exe) => runtime.with_compiler(Compiler::Child { exe, progress: !self.json }),
             Err(_) => runtime,
         };
         Plan::new(manifest, runtime, &data_dir)
