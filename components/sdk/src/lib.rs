@@ -10,6 +10,11 @@
 //! A component's world `include`s `moat:platform/granted@0.1.0`; in its
 //! `wit_bindgen::generate!` it adds
 //! `with: { "moat:platform/store@0.1.0": moat_sdk::store, "moat:platform/log@0.1.0": moat_sdk::log::raw }`.
+//!
+//! It depends on nothing but `wit-bindgen` and the `moat:platform` WIT, so
+//! it builds outside this repository too: `moat new component` vendors it.
+
+#![warn(missing_docs)]
 
 #[allow(missing_docs, reason = "generated bindings")]
 mod bindings {
@@ -20,6 +25,7 @@ mod bindings {
     });
 }
 
+/// The raw store interface: what `sql` wraps.
 pub use bindings::moat::platform::store;
 pub use store::{Error as SqlError, Value};
 
@@ -55,7 +61,10 @@ pub mod sql {
     /// One row of a result, read by column index. A value of the wrong storage
     /// class is a bug in the component's own SQL, so the getters panic (the
     /// host turns that into a trap and rolls the unit of work back).
-    pub struct Row(pub Vec<Value>);
+    pub struct Row(
+        /// The columns, in the order the query selected them.
+        pub Vec<Value>,
+    );
 
     impl Row {
         /// The text in column `i`.
@@ -96,15 +105,19 @@ pub mod log {
     pub use super::bindings::moat::platform::log as raw;
     use raw::Level;
 
+    /// Logs at `debug`: shown with `RUST_LOG=debug`.
     pub fn debug(message: &str) {
         raw::log(Level::Debug, message)
     }
+    /// Logs at `info`: shown with `RUST_LOG=info`.
     pub fn info(message: &str) {
         raw::log(Level::Info, message)
     }
+    /// Logs at `warn`: shown by default.
     pub fn warn(message: &str) {
         raw::log(Level::Warn, message)
     }
+    /// Logs at `error`: shown by default.
     pub fn error(message: &str) {
         raw::log(Level::Error, message)
     }

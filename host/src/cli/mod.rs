@@ -6,6 +6,7 @@ mod context;
 mod describe;
 mod dlq;
 mod events;
+mod new;
 mod openapi;
 mod replay;
 mod status;
@@ -85,6 +86,8 @@ enum Command {
     Dlq(dlq::Args),
     /// Rebuild a subscriber's copy of a publisher's data from the kept events.
     Replay(replay::Args),
+    /// Create a new app or component, outside this repository.
+    New(new::Args),
     /// Print the HTTP gateway's OpenAPI 3.1 document (what `moat up --http` serves at /openapi.json).
     Openapi(openapi::Args),
     /// Compiles a component to a file, for a moat process that asked (its
@@ -138,6 +141,7 @@ fn run(cli: Cli) -> Result<Exit> {
         Command::Events(args) => events::run(&ctx, args),
         Command::Dlq(args) => dlq::run(&ctx, args),
         Command::Replay(args) => replay::run(&ctx, args),
+        Command::New(args) => new::run(&ctx, args),
         Command::Openapi(args) => openapi::run(&ctx, args),
         Command::Compile { wasm, out } => {
             engine::Runtime::new(None)?.compile_to(&wasm, &out)?;
