@@ -84,7 +84,11 @@ fn unknown_components_and_functions_suggest_the_name_meant_or_list_what_exists()
     let typo = app.moat(&["call", "product", r#"get-prodct("PROD001")"#]);
     assert_eq!(typo.code, 2);
     assert!(typo.stderr.contains("has no function `get-prodct`; did you mean `get-product`?"), "{}", typo.stderr);
-    assert!(typo.stderr.contains("catalog.get-product(product-id: string)"), "{}", typo.stderr);
+    assert!(
+        typo.stderr.contains("catalog.get-product: func(product-id: product-id) -> option<product>"),
+        "{}",
+        typo.stderr
+    );
     assert!(!typo.stderr.contains("set-price"), "{}", typo.stderr);
     refused(&app, "order", "list_orders()", &["did you mean `list-orders`?"]);
     // A name nothing resembles gets the list.
@@ -94,7 +98,7 @@ fn unknown_components_and_functions_suggest_the_name_meant_or_list_what_exists()
         "shipping-quote()",
         &[
             "component `product` has no function `shipping-quote`",
-            "catalog.get-product(product-id: string)",
+            "catalog.get-product: func(product-id: product-id) -> option<product>",
             "set-price",
         ],
     );
@@ -127,7 +131,10 @@ fn arguments_that_do_not_parse_or_do_not_fit_are_refused() {
         &app,
         "product",
         r#"get-product("PROD001)"#,
-        &["cannot read the arguments as WAVE", "expected: get-product(product-id: string)"],
+        &[
+            "cannot read the arguments as WAVE",
+            "expected: get-product: func(product-id: product-id) -> option<product>\n    type product-id = string",
+        ],
     );
     // Each misfit names the argument, field or element, what it should be,
     // and how to write it.
@@ -222,7 +229,9 @@ fn a_swap_to_another_components_build_says_so_in_one_line_and_to_the_running_bui
     let wrong = app.moat(&["swap", "product", order.to_str().unwrap()]);
     assert_eq!(wrong.code, 2, "{}", wrong.stderr);
     assert!(
-        wrong.stderr.contains("`product` serves shop:product, and the new build serves shop:order instead"),
+        wrong.stderr.contains(
+            "`product` serves shop:product, and the new build serves shop:order/orders@1.0.0 instead, as `order` does: it looks like a build of `order`"
+        ),
         "{}",
         wrong.stderr
     );
@@ -269,6 +278,13 @@ fn describe_shows_the_contract_with_wit_type_names_from_the_build_itself() {
     // Handlers and the host's interfaces are not part of the contract.
     let all = app.moat(&["describe", "product"]);
     assert!(all.stdout.contains("shop:product/catalog@1.0.0") && !all.stdout.contains("handler"), "{}", all.stdout);
+    // moat components writes the same names.
+    let listed = app.moat(&["components"]);
+    assert!(
+        listed.stdout.contains("get-product: func(product-id: product-id) -> option<product>"),
+        "{}",
+        listed.stdout
+    );
     let typo = app.moat(&["describe", "order", "place-ordr"]);
     assert_eq!(typo.code, 2);
     assert!(typo.stderr.contains("serves no function `place-ordr`"), "{}", typo.stderr);

@@ -7,6 +7,7 @@ mod common;
 
 mod integration_bad_input;
 mod integration_boundary;
+mod integration_cli;
 mod integration_crash;
 mod integration_events;
 mod integration_hostile;

@@ -33,9 +33,9 @@ fuzz_target!(|data: &[u8]| {
     let component = if text.len() % 2 == 0 { "product" } else { "order" };
     let Ok((name, args)) = values::split_call(text) else { return };
     let Ok(function) = plan().function(component, name) else { return };
-    let Ok(params) = values::parse_args(name, args, &function.ty) else { return };
+    let Ok(params) = values::parse_args(name, args, &function.ty, String::new) else { return };
     let printed: Vec<String> = params.iter().map(values::to_wave).collect();
-    let again = values::parse_args(name, &format!("({})", printed.join(", ")), &function.ty)
+    let again = values::parse_args(name, &format!("({})", printed.join(", ")), &function.ty, String::new)
         .unwrap_or_else(|e| panic!("{printed:?} printed from {text:?} does not read back: {e:#}"));
     assert_eq!(again, params, "{text:?} printed as {printed:?}");
 });

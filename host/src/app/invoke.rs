@@ -53,7 +53,8 @@ impl Invocation {
     pub fn wave(component: &str, contract: &Contract, call: &str) -> Result<Invocation> {
         let (name, args) = values::split_call(call)?;
         let function = find_function(component, contract, name)?;
-        let params = values::parse_args(name, args, &function.ty)?;
+        let expected = || contract.expected(&function.export, &function.func, &function.ty);
+        let params = values::parse_args(name, args, &function.ty, expected)?;
         Ok(Invocation { function, params })
     }
 
@@ -132,7 +133,7 @@ pub fn find_function(component: &str, contract: &Contract, name: &str) -> Result
                     bail!(
                         "component `{component}` has no function `{name}`; did you mean `{meant}`?\n  {}.{}",
                         export.id.interface,
-                        contract::signature(&f.name, &f.ty)
+                        contract.display_signature(export, f)
                     )
                 }
                 None => bail!("component `{component}` has no function `{name}`; it exports:\n{}", listing(contract)),
@@ -145,12 +146,18 @@ pub fn find_function(component: &str, contract: &Contract, name: &str) -> Result
     }
 }
 
-/// Every public exported function, one per line, with its signature.
+/// Every public exported function, one per line, with its signature (by
+/// WIT type names where the build can be read for them).
 pub fn listing(contract: &Contract) -> String {
+    let named = contract.source.as_deref().and_then(|s| contract::named::read(s, None).ok());
     let mut lines = Vec::new();
     for export in contract.public_exports() {
         for f in &export.funcs {
-            lines.push(format!("  {}.{}", export.id.interface, contract::signature(&f.name, &f.ty)));
+            let signature = named
+                .as_ref()
+                .and_then(|n| n.signature(&export.name, &f.name).map(str::to_string))
+                .unwrap_or_else(|| contract::signature(&f.name, &f.ty));
+            lines.push(format!("  {}.{signature}", export.id.interface));
         }
     }
     if lines.is_empty() {

@@ -66,7 +66,7 @@ impl Plan {
             let c = runtime
                 .load(&path)
                 .with_context(|| format!("loading component `{name}` ({})", manifest.path.display()))?;
-            let contract = Contract::of(runtime.engine(), &c.component.component_type());
+            let contract = Contract::of(runtime.engine(), &c.component.component_type()).read_from(&c.source);
             members.insert(name.clone(), Member { contract, strict: spec.strict });
             compiled.insert(name.clone(), c);
         }

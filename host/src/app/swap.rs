@@ -102,13 +102,12 @@ impl App {
                 unchanged: true,
             });
         }
-        let contract = Contract::of(self.runtime.engine(), &compiled.component.component_type());
-        if let Some(refusal) = serves_another_package(name, &old.contract, &contract) {
-            return Err(refused(format!("  - {refusal}")));
-        }
-
+        let contract = Contract::of(self.runtime.engine(), &compiled.component.component_type()).read_from(wasm);
         // The app as it is now, on every host, and as it would be.
         let mut members = self.members();
+        if let Some(refusal) = another_components_build(name, &old.contract, &contract, &members) {
+            return Err(refused(format!("  - {refusal}")));
+        }
         let before = self.wiring.lock().unwrap_or_else(|p| p.into_inner()).clone();
         members.insert(name.to_string(), Member { contract: contract.clone(), strict: component.spec().strict });
         let after = match wiring::check(&members) {
@@ -266,28 +265,29 @@ fn render(name: &str, refusals: &[Refusal]) -> String {
         .join("\n")
 }
 
-/// A build that serves none of the contract packages the running one
-/// serves is another component's build (`order.wasm` given for `product`):
-/// said in one line instead of as every wiring problem it would cause.
-fn serves_another_package(name: &str, old: &Contract, new: &Contract) -> Option<String> {
-    let packages = |c: &Contract| -> std::collections::BTreeSet<String> {
-        c.public_exports().map(|e| e.id.package.clone()).collect()
-    };
-    let (was, would) = (packages(old), packages(new));
-    if was.is_empty() || !was.is_disjoint(&would) {
+/// A build that serves exactly what another component of the app serves,
+/// and none of what `name` serves, is that component's build (`order.wasm`
+/// given for `product`): said in one line, instead of as every wiring
+/// problem it would cause. (A build that claims only part of another's
+/// package is an impostor, which the wiring check names with both owners.)
+fn another_components_build(
+    name: &str,
+    old: &Contract,
+    new: &Contract,
+    members: &std::collections::BTreeMap<String, Member>,
+) -> Option<String> {
+    use std::collections::BTreeSet;
+    let serves = |c: &Contract| -> BTreeSet<String> { c.public_exports().map(|e| e.name.clone()).collect() };
+    let packages = |c: &Contract| -> BTreeSet<String> { c.public_exports().map(|e| e.id.package.clone()).collect() };
+    let (was, would) = (packages(old), serves(new));
+    if would.is_empty() || !was.is_disjoint(&packages(new)) {
         return None;
     }
-    let list = |s: &std::collections::BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(", ");
-    Some(if would.is_empty() {
-        format!(
-            "`{name}` serves {}, and the new build serves no contract at all: is it a build of `{name}`?",
-            list(&was)
-        )
-    } else {
-        format!(
-            "`{name}` serves {}, and the new build serves {} instead: it looks like a build of another component; swap to a build of `{name}`",
-            list(&was),
-            list(&would)
-        )
-    })
+    let (other, _) = members.iter().find(|(other, m)| other.as_str() != name && serves(&m.contract) == would)?;
+    let list = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(", ");
+    Some(format!(
+        "`{name}` serves {}, and the new build serves {} instead, as `{other}` does: it looks like a build of `{other}`; swap to a build of `{name}`",
+        list(&was),
+        list(&would)
+    ))
 }

@@ -10,6 +10,9 @@ use crate::control::client::Client;
 use crate::values;
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  moat call product 'get-product(\"PROD001\")'\n  moat call product 'catalog.set-price(\"PROD001\", 2799)'\n  moat call order place-order --args-json '{\"order-id\": \"O1\", \"customer-id\": \"C1\", \"items\": []}'\n  moat --json call order 'list-orders()'\n  moat call order 'submit-order(\"O1\")' --request-id submit-O1   # at most once\n\nExit codes: 0 ok; 1 the function returned err (rolled back); 2 bad input or a failure."
+)]
 pub struct Args {
     /// The component, as named in moat.toml.
     component: String,

@@ -9,6 +9,7 @@ use crate::contract::signature;
 use crate::data_dir::db_path;
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:\n  moat components\n  moat --json components")]
 pub struct Args {}
 
 pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
@@ -20,11 +21,20 @@ pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
         let version = part.contract.version().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         let db = db_path(&data_dir, &part.name);
         let imports: Vec<(String, String)> = part.grants.iter().map(|(i, g)| (i.name.clone(), g.describe())).collect();
-        // Only contract interfaces: what anyone may call.
+        // Only contract interfaces: what anyone may call. Written with the
+        // WIT type names the build carries, or by structure if it cannot
+        // be read that way.
+        let named = crate::contract::named::read(&part.compiled.source, None).ok();
         let exports: Vec<(String, Vec<String>)> = part
             .contract
             .public_exports()
-            .map(|e| (e.name.clone(), e.funcs.iter().map(|f| signature(&f.name, &f.ty)).collect()))
+            .map(|e| {
+                let by_name = named.as_ref().and_then(|n| n.interfaces.iter().find(|(i, _)| *i == e.name));
+                match by_name {
+                    Some((_, signatures)) => (e.name.clone(), signatures.clone()),
+                    None => (e.name.clone(), e.funcs.iter().map(|f| signature(&f.name, &f.ty)).collect()),
+                }
+            })
             .collect();
         let owns: Vec<&str> =
             plan.owners().iter().filter(|(_, owner)| **owner == part.name).map(|(p, _)| p.as_str()).collect();

@@ -8,6 +8,9 @@ use crate::control::Retried;
 use crate::events::{DeadLetter, dead_letters};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  moat dlq order                 # list order's dead letters\n  moat dlq order --retry 3       # handle dead letter 3 again\n  moat dlq order --all"
+)]
 pub struct Args {
     /// The subscribing component whose dead letters to list or redrive.
     component: String,

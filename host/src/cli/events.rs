@@ -15,6 +15,9 @@ use crate::events::history::{self, Published};
 use crate::values;
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  moat events\n  moat events --component product --last 10\n  moat --json events --follow"
+)]
 pub struct Args {
     /// Only the events this component published.
     #[arg(long, value_name = "COMPONENT")]

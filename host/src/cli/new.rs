@@ -61,6 +61,9 @@ const SDK: &str = include_str!("../../../components/sdk/src/lib.rs");
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     ctx.here_only("new", "writes files on this machine")?;
+    if ctx.json {
+        bail!("`moat new` prints no data to format: drop --json");
+    }
     match args.what {
         What::App { name } => new_app(&name),
         What::Component { name, publishes, subscribes, dir } => {

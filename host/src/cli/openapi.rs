@@ -7,6 +7,7 @@ use super::context::{Context, Exit};
 use crate::http::{WitDocs, app_name, document};
 
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  moat openapi > openapi.json")]
 pub struct Args {}
 
 pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {

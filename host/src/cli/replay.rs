@@ -6,6 +6,9 @@ use super::context::{Context, Exit, Target, settle};
 use crate::control::Replayed;
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  moat replay order --from product   # rebuild order's copy of product's data from the kept events"
+)]
 pub struct Args {
     /// The subscribing component whose copy to rebuild.
     component: String,

@@ -6,6 +6,7 @@ use super::context::{Context, Exit, Target, shown};
 use crate::app::Status;
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:\n  moat status\n  moat --json status")]
 pub struct Args {}
 
 pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
@@ -92,28 +93,26 @@ fn print_local(status: &Status, host: Option<&str>) {
         None => println!("data {}  (no host running: opened here; counts are this process's)", shown(&status.data_dir)),
     }
     println!();
-    println!(
-        "{:<14} {:<9} {:<7} {:<13} {:>10} {:>9} {:>9}",
-        "component", "version", "schema", "sha256", "uptime", "calls", "failures"
-    );
+    let mut components =
+        table(&["component", "version", "schema", "sha256", "uptime", "calls", "failures", "restarts"], 4);
     for c in &status.components {
-        println!(
-            "{:<14} {:<9} {:<7} {:<13} {:>9.1}s {:>9} {:>9}",
-            c.name,
-            c.version.as_deref().unwrap_or("-"),
-            c.schema.as_deref().unwrap_or("-"),
-            &c.sha256[..12],
-            c.uptime_secs,
-            c.calls,
-            c.failures
-        );
+        components.add_row(vec![
+            c.name.clone(),
+            c.version.clone().unwrap_or_else(|| "-".into()),
+            c.schema.clone().unwrap_or_else(|| "-".into()),
+            c.sha256[..12].to_string(),
+            format!("{:.1}s", c.uptime_secs),
+            c.calls.to_string(),
+            c.failures.to_string(),
+            c.restarts.to_string(),
+        ]);
     }
+    print_table(&components);
     if !status.subscriptions.is_empty() {
         println!();
-        println!("{:<34} {:>8} {:>8} {:>6} {:>17}", "events", "cursor", "head", "lag", "p50/p99 ms");
+        let mut routes = table(&["events", "cursor", "head", "lag", "p50/p99 ms", ""], 1);
         for s in &status.subscriptions {
             let sub = &s.subscription;
-            let route = format!("{} -> {} ({})", sub.publisher, sub.subscriber, sub.topic);
             let failing = match (s.failing_attempts, &s.last_error) {
                 (Some(n), Some(why)) => format!("failing, attempt {n}: {why}"),
                 (Some(n), None) => format!("retrying, attempt {n}"),
@@ -123,12 +122,40 @@ fn print_local(status: &Status, host: Option<&str>) {
                 (Some(a), Some(b)) => format!("{a:.2}/{b:.2}"),
                 _ => "-".into(),
             };
-            println!(
-                "{route:<34} {:>8} {:>8} {:>6} {latency:>17}  {failing}",
-                s.cursor,
-                s.head,
-                (s.head - s.cursor).max(0)
-            );
+            routes.add_row(vec![
+                format!("{} -> {} ({})", sub.publisher, sub.subscriber, sub.topic),
+                s.cursor.to_string(),
+                s.head.to_string(),
+                (s.head - s.cursor).max(0).to_string(),
+                latency,
+                failing,
+            ]);
+        }
+        print_table(&routes);
+    }
+}
+
+fn print_table(table: &comfy_table::Table) {
+    for line in table.to_string().lines() {
+        println!("{}", line.trim_end());
+    }
+}
+
+/// A table sized to its content, without borders; the columns from
+/// `numbers_from` on (but the last, free text) are right-aligned numbers.
+fn table(header: &[&str], numbers_from: usize) -> comfy_table::Table {
+    use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    let last = header.len() - 1;
+    for (i, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, 2));
+        if i >= numbers_from && (i < last || !header[last].is_empty()) {
+            column.set_cell_alignment(CellAlignment::Right);
         }
     }
+    table
 }

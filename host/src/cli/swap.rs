@@ -8,6 +8,9 @@ use super::context::{Context, Exit, Target};
 use crate::app::SwapReport;
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  moat swap product target/wasm32-wasip2/guest/product_v2.wasm\n  moat swap product --rollback          # back to the build before the last swap"
+)]
 pub struct Args {
     /// The component to swap.
     component: String,

@@ -11,6 +11,9 @@ use crate::control::server::{self, Listen};
 use crate::http::Gateway;
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  moat up                                # control API on moat.sock in the data directory\n  moat up --http 127.0.0.1:8080          # and every contract over HTTP with JSON\n  moat up --listen 127.0.0.1:7311        # control API over TCP (token in moat.token)\n\nWhile it runs, moat call, swap, status, dlq and replay go through it. Ctrl-C or SIGTERM stops it."
+)]
 pub struct Args {
     /// Where the control API listens [default: the socket moat.sock in the
     /// data directory, which only its owner can use]. `unix:PATH` for another
@@ -30,6 +33,11 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     ctx.here_only("up", "starts a host here (--listen says where it listens)")?;
+    if ctx.json {
+        anyhow::bail!(
+            "`moat up` prints no data to format: drop --json (`moat --json status` reports on a running host)"
+        );
+    }
     let listen = match args.listen.as_deref() {
         None => Listen::Socket,
         Some(addr) => match addr.strip_prefix("unix:") {

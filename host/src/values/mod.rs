@@ -12,8 +12,6 @@ use wasm_wave::untyped::UntypedFuncCall;
 use wasmtime::component::Val;
 use wasmtime::component::types::{ComponentFunc, Type};
 
-use crate::contract;
-
 /// Longest call text accepted on the command line.
 pub const MAX_CALL_LEN: usize = 1 << 20;
 
@@ -34,12 +32,11 @@ pub fn split_call(call: &str) -> Result<(&str, &str)> {
 }
 
 /// Reads the arguments `args` (the text from `(` on) against `ty`'s
-/// parameters.
-pub fn parse_args(func_name: &str, args: &str, ty: &ComponentFunc) -> Result<Vec<Val>> {
+/// parameters; an error ends with what was `expected` (the signature).
+pub fn parse_args(func_name: &str, args: &str, ty: &ComponentFunc, expected: impl Fn() -> String) -> Result<Vec<Val>> {
     // The WAVE parser reads `name(args)` with a plain name; the user's name
     // may be qualified (`catalog.get-product`), so give it a stand-in.
     let source = format!("f{args}");
-    let signature = contract::signature(func_name, ty);
     let point = |span: std::ops::Range<usize>| -> String {
         let (start, end) = (span.start.saturating_sub(1), span.end.saturating_sub(1).max(span.start));
         let shown = args.get(..200).unwrap_or(args);
@@ -47,7 +44,7 @@ pub fn parse_args(func_name: &str, args: &str, ty: &ComponentFunc) -> Result<Vec
         format!("\n  {func_name}{shown}\n  {}{caret}", " ".repeat(func_name.len()))
     };
     let call = UntypedFuncCall::parse(&source).map_err(|e| {
-        anyhow!("cannot read the arguments as WAVE: {}{}\n  expected: {signature}", detail(&e), point(e.span()))
+        anyhow!("cannot read the arguments as WAVE: {}{}\n  expected: {}", detail(&e), point(e.span()), expected())
     })?;
     let types: Vec<_> = ty.params().map(|(_, t)| t).collect();
     call.to_wasm_params::<Val>(types.iter()).map_err(|e| {
@@ -56,12 +53,13 @@ pub fn parse_args(func_name: &str, args: &str, ty: &ComponentFunc) -> Result<Vec
         let names: Vec<&str> = ty.params().map(|(n, _)| n).collect();
         match call.params_node().and_then(|params| diagnose(&source, params, &names, &types)) {
             Some((why, span)) => {
-                anyhow!("the arguments do not fit `{func_name}`: {why}{}\n  expected: {signature}", point(span))
+                anyhow!("the arguments do not fit `{func_name}`: {why}{}\n  expected: {}", point(span), expected())
             }
             None => anyhow!(
-                "the arguments do not fit `{func_name}`: {}{}\n  expected: {signature}",
+                "the arguments do not fit `{func_name}`: {}{}\n  expected: {}",
                 detail(&e),
-                point(e.span())
+                point(e.span()),
+                expected()
             ),
         }
     })

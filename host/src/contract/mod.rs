@@ -5,7 +5,10 @@
 //! components together (which interface a component serves, which it uses,
 //! whether the types of a caller and a callee agree) comes from here.
 
+pub mod named;
+
 use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
 
 use wasmtime::Engine;
 use wasmtime::component::types::{self, ComponentFunc, ComponentItem, Type};
@@ -34,6 +37,9 @@ pub struct Contract {
     /// Exported interfaces, in the component's order. Functions exported at
     /// the root of the world are gathered in one interface named "".
     pub exports: Vec<Interface>,
+    /// The `.wasm` file it was read from, if there is one: where the names
+    /// of its types are read, when an error shows a signature.
+    pub source: Option<PathBuf>,
 }
 
 /// One imported or exported interface.
@@ -140,7 +146,40 @@ impl Contract {
         if !root.is_empty() {
             exports.push(Interface { name: String::new(), id: InterfaceId::parse(""), funcs: root });
         }
-        Contract { imports, exports }
+        Contract { imports, exports, source: None }
+    }
+
+    /// Notes the `.wasm` file this contract was read from.
+    pub fn read_from(mut self, source: &Path) -> Contract {
+        self.source = Some(source.to_path_buf());
+        self
+    }
+
+    /// `function`'s signature and, if the build can be read for them, the
+    /// named types it uses, each in full: what an argument error shows.
+    pub fn expected(&self, interface: &str, function: &str, ty: &ComponentFunc) -> String {
+        let named = self.source.as_deref().and_then(|source| named::read(source, Some(function)).ok());
+        match named.as_ref().and_then(|n| Some((n, n.signature(interface, function)?))) {
+            Some((n, signature)) => {
+                let mut out = signature.to_string();
+                for definition in &n.types {
+                    out.push_str("\n    ");
+                    out.push_str(definition);
+                }
+                out
+            }
+            None => signature(function, ty),
+        }
+    }
+
+    /// The signature of `function` in `interface`, with its WIT type names
+    /// if the build can be read for them, else by structure.
+    pub fn display_signature(&self, interface: &Interface, function: &Function) -> String {
+        self.source
+            .as_deref()
+            .and_then(|source| named::read(source, Some(&function.name)).ok())
+            .and_then(|n| n.signature(&interface.name, &function.name).map(str::to_string))
+            .unwrap_or_else(|| signature(&function.name, &function.ty))
     }
 
     /// The exported interfaces anyone may call (see [`is_public`]).

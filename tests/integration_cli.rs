@@ -1,0 +1,87 @@
+//! The CLI as a person reads it: help and error texts compared with stored
+//! snapshots (`tests/snapshots/`), so a change of wording is deliberate,
+//! and tables that fit what they hold. `MOAT_BLESS=1` rewrites the
+//! snapshots from the current output; review the diff before committing.
+
+use crate::common::*;
+
+/// Runs `moat ARGS` against `app` and renders what a person sees: the exit
+/// code, stdout and stderr, with the paths of this run replaced by names.
+fn seen(app: &TestApp, args: &[&str]) -> String {
+    // Help wraps at the terminal's width, or at COLUMNS: fixed here.
+    let run = app.moat_env(args, &[("COLUMNS", "100")]);
+    let guests = guest("product").parent().unwrap().to_string_lossy().into_owned();
+    let dir = app.dir.path().canonicalize().unwrap().to_string_lossy().into_owned();
+    let clean = |s: &str| {
+        s.replace(&guests, "$GUESTS")
+            .replace(&dir, "$APP")
+            .replace(&app.dir.path().to_string_lossy().into_owned(), "$APP")
+    };
+    format!(
+        "$ moat {}\nexit {}\n--- stdout\n{}--- stderr\n{}",
+        clean(&args.join(" ")),
+        run.code,
+        clean(&run.stdout),
+        clean(&run.stderr)
+    )
+}
+
+fn check(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/snapshots").join(format!("{name}.txt"));
+    if std::env::var_os("MOAT_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} is missing: run the test with MOAT_BLESS=1 to write it", path.display()));
+    assert!(
+        expected == actual,
+        "{name}: the output changed (MOAT_BLESS=1 rewrites {} if the change is meant)\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+#[test]
+fn help_and_error_texts_match_their_snapshots() {
+    let app = TestApp::shop();
+    let order = guest("order").to_string_lossy().into_owned();
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("help", vec!["--help"]),
+        ("help-call", vec!["call", "--help"]),
+        ("help-swap", vec!["swap", "--help"]),
+        ("function-typo", vec!["call", "product", r#"get-prodcut("PROD001")"#]),
+        (
+            "negative-price",
+            vec!["call", "product", r#"create-product({product-id: "P1", name: "x", price: -5, stock: 1})"#],
+        ),
+        ("missing-field", vec!["call", "product", r#"create-product({product-id: "P1", name: "x", price: 5})"#]),
+        ("unquoted-string", vec!["call", "product", "get-product(PROD001)"]),
+        ("component-typo", vec!["call", "prodcut", "list-products()"]),
+        ("host-ignored", vec!["--host", "127.0.0.1:1", "events"]),
+        ("swap-wrong-build", vec!["swap", "product", &order]),
+        ("json-error", vec!["--json", "call", "order", "list_orders()"]),
+    ];
+    for (name, args) in cases {
+        check(name, &seen(&app, &args));
+    }
+}
+
+#[test]
+fn status_tables_fit_a_long_component_name() {
+    let app = TestApp::new(&[("product", "product"), ("order-management-service", "order")]);
+    let run = app.moat(&["status"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let header = lines.iter().find(|l| l.starts_with("component")).unwrap();
+    let row = lines.iter().find(|l| l.starts_with("order-management-service")).unwrap();
+    // The next column starts at the same place in the header and the row.
+    assert_eq!(header.find("version"), row.find("1.0.0"), "\n{header}\n{row}");
+    let route = lines.iter().find(|l| l.starts_with("product -> order-management-service")).unwrap();
+    let routes = lines.iter().find(|l| l.starts_with("events")).unwrap();
+    assert_eq!(
+        routes.find("cursor").map(|i| i + "cursor".len()),
+        route.find(" 0 ").map(|i| i + 2),
+        "\n{routes}\n{route}"
+    );
+    assert!(run.stdout.lines().all(|l| l == l.trim_end()), "trailing spaces:\n{}", run.stdout);
+}
