@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use wit_parser::decoding::DecodedWasm;
 use wit_parser::{Resolve, Type, TypeDefKind, TypeId, WorldItem};
 
-use super::{InterfaceId, is_public};
+use super::id::{InterfaceId, is_public};
 
 /// A component's public contract as its WIT would write it.
 pub struct Named {
