@@ -50,13 +50,15 @@ $(HTTP_VENV)/.installed:
 	$(HTTP_VENV)/bin/pip install -q schemathesis==4.32.5 openapi-spec-validator==0.9.0
 	touch $@
 
-# What the tests run beside moat: nats-server, and iptables for the partition
+# What the tests run beside moat: nats-server, iptables for the partition
 # test (which needs root for its network namespaces and skips, saying so,
-# without). Installed from Debian where missing and possible.
+# without), and prometheus with promtool for the metrics test. Installed
+# from Debian where missing and possible.
 test-tools:
 	@missing=""; \
 	command -v nats-server >/dev/null || missing="$$missing nats-server"; \
 	command -v iptables >/dev/null || missing="$$missing iptables"; \
+	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing$$missing"; \

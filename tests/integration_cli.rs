@@ -9,13 +9,21 @@ use crate::common::*;
 /// code, stdout and stderr, with the paths of this run replaced by names.
 fn seen(app: &TestApp, args: &[&str]) -> String {
     // Help wraps at the terminal's width, or at COLUMNS: fixed here.
-    let run = app.moat_env(args, &[("COLUMNS", "100")]);
+    let mut command = app.command(args);
+    command.env("COLUMNS", "100");
+    if args.contains(&"--help") {
+        // Help shows the values of the environment variables it reads.
+        command.env_remove("MOAT_CACHE_DIR");
+    }
+    let run = Run::from(command.output().unwrap());
     let guests = guest("product").parent().unwrap().to_string_lossy().into_owned();
     let dir = app.dir.path().canonicalize().unwrap().to_string_lossy().into_owned();
+    let cache = cache_dir().to_string_lossy().into_owned();
     let clean = |s: &str| {
         s.replace(&guests, "$GUESTS")
             .replace(&dir, "$APP")
             .replace(&app.dir.path().to_string_lossy().into_owned(), "$APP")
+            .replace(&cache, "$CACHE")
     };
     format!(
         "$ moat {}\nexit {}\n--- stdout\n{}--- stderr\n{}",

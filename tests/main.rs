@@ -13,6 +13,7 @@ mod integration_events;
 mod integration_hostile;
 mod integration_http;
 mod integration_limits;
+mod integration_metrics;
 mod integration_nats;
 mod integration_new;
 mod integration_operator;

@@ -111,6 +111,69 @@ pub struct Stats {
     pub failures: AtomicU64,
     /// Instances replaced after a trap.
     pub restarts: AtomicU64,
+    /// Each function called, by `qualified` name: calls by outcome and how
+    /// long they took (for metrics).
+    pub functions: parking_lot::Mutex<std::collections::BTreeMap<String, FunctionStats>>,
+}
+
+/// How a call ended, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It returned, and committed.
+    Ok,
+    /// It returned `err`; rolled back.
+    Err,
+    /// It trapped or hit a limit other than its deadline; rolled back.
+    Trap,
+    /// It ran past its deadline; rolled back.
+    Deadline,
+    /// It was not one the caller may call, or its request id was reused.
+    Refused,
+    /// The host could not run or commit it.
+    HostError,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] =
+        [Outcome::Ok, Outcome::Err, Outcome::Trap, Outcome::Deadline, Outcome::Refused, Outcome::HostError];
+
+    /// Its label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Err => "err",
+            Outcome::Trap => "trap",
+            Outcome::Deadline => "deadline",
+            Outcome::Refused => "refused",
+            Outcome::HostError => "host_error",
+        }
+    }
+}
+
+/// Upper bounds, in seconds, of the call duration histogram's buckets.
+pub const DURATION_BUCKETS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// The calls of one function.
+#[derive(Debug, Clone, Default)]
+pub struct FunctionStats {
+    /// Calls by outcome, in the order of `Outcome::ALL`.
+    pub outcomes: [u64; 6],
+    /// Calls whose duration fell in each bucket of `DURATION_BUCKETS` (not
+    /// cumulative; beyond the last, only in `outcomes`).
+    pub buckets: [u64; 14],
+    /// Their durations, summed, in seconds.
+    pub seconds: f64,
+}
+
+impl FunctionStats {
+    fn record(&mut self, outcome: Outcome, seconds: f64) {
+        self.outcomes[Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0)] += 1;
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.seconds += seconds;
+    }
 }
 
 /// What `moat status` shows of a component.
@@ -326,6 +389,12 @@ impl Component {
         }
     }
 
+    /// Each function called so far, by qualified name
+    /// (`shop:product/catalog@1.0.0.get-product`), with its calls.
+    pub fn function_stats(&self) -> Vec<(String, FunctionStats)> {
+        self.stats.functions.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
     /// Where this component stands.
     pub fn status(&self) -> ComponentStatus {
         let serving = self.lock_serving();
@@ -399,6 +468,7 @@ impl Component {
         options: &CallOptions,
     ) -> Result<Answer, CallError> {
         let request = options.request.as_deref();
+        let started = std::time::Instant::now();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut shown = String::new();
         let result = self.unit(deadline, |u| {
@@ -454,6 +524,26 @@ impl Component {
         });
         if shown.is_empty() {
             shown = qualified(&target.to_string(), func);
+        }
+        let outcome = match &result {
+            Ok(answer) if returned_err(&answer.results) => Outcome::Err,
+            Ok(_) => Outcome::Ok,
+            Err(e) if e.is::<Reused>() => Outcome::Refused,
+            Err(e) => match e.downcast_ref::<Failure>() {
+                Some(Failure::Missing) => Outcome::Refused,
+                Some(Failure::Trapped { overrun: true, .. }) => Outcome::Deadline,
+                Some(Failure::Trapped { .. }) => Outcome::Trap,
+                None => Outcome::HostError,
+            },
+        };
+        {
+            let mut functions = self.stats.functions.lock();
+            let seconds = started.elapsed().as_secs_f64();
+            match functions.get_mut(shown.as_str()) {
+                Some(stats) => stats.record(outcome, seconds),
+                // Bounded: only names the component exports reach here.
+                None => functions.entry(shown.clone()).or_default().record(outcome, seconds),
+            }
         }
         result.map_err(|e| {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);

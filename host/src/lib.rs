@@ -7,6 +7,8 @@
 //! - `control`: `moat up`'s control API (server) and the CLI's client of it.
 //! - `http`: `moat up`'s HTTP gateway: every contract function as JSON over
 //!   HTTP, with its OpenAPI description, derived from the WIT.
+//! - `metrics`: the running app in Prometheus text, for `GET /metrics` on
+//!   the gateway and the control API.
 //! - `app`: loading an app (plan, then open), calling into it, swapping one
 //!   component's build.
 //! - `remote`: components on other hosts, through NATS JetStream.
@@ -42,6 +44,7 @@ pub mod http;
 pub mod ledger;
 pub mod linker;
 pub mod manifest;
+pub mod metrics;
 mod platform;
 pub mod remote;
 pub mod suggest;

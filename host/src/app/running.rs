@@ -95,6 +95,7 @@ impl Plan {
             components,
             wiring: Mutex::new(self.wiring),
             swapping: Mutex::new(()),
+            swaps: Mutex::default(),
             _lock: lock,
         })
     }
@@ -160,6 +161,8 @@ pub struct App {
     pub(super) wiring: Mutex<Wiring>,
     /// Held during a swap: one at a time.
     pub(super) swapping: Mutex<()>,
+    /// Swaps by component and outcome: how many, and their seconds summed.
+    pub(super) swaps: Mutex<BTreeMap<(String, &'static str), SwapCount>>,
     _lock: DataLock,
 }
 
@@ -280,6 +283,12 @@ impl App {
         }
     }
 
+    /// Swaps by component and outcome (`ok`, `unchanged`, `refused`,
+    /// `failed`): how many, and how long they took in all, in seconds.
+    pub fn swap_counts(&self) -> Vec<SwapCount> {
+        self.swaps.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
     /// The event dispatcher.
     pub fn events(&self) -> &Dispatcher {
         &self.dispatcher
@@ -333,6 +342,17 @@ impl App {
     pub(super) fn callee(&self, provider: &str) -> Arc<dyn Callee> {
         callee(&self.components, &self.remotes, provider)
     }
+}
+
+/// Swaps of one component that ended one way.
+#[derive(Debug, Clone, Default)]
+pub struct SwapCount {
+    pub component: String,
+    /// `ok`, `unchanged`, `refused` or `failed`.
+    pub outcome: &'static str,
+    pub swaps: u64,
+    /// Their durations summed, from the request to serving or refusal.
+    pub seconds: f64,
 }
 
 /// Where an app stands, for `moat status`.

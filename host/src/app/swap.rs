@@ -74,6 +74,29 @@ pub enum SwapError {
 impl App {
     /// Swaps `name` to the build at `wasm`.
     pub fn swap(&self, name: &str, wasm: &Path) -> Result<SwapReport, SwapError> {
+        let start = Instant::now();
+        let result = self.swap_now(name, wasm);
+        let outcome = match &result {
+            Ok(r) if r.unchanged => "unchanged",
+            Ok(_) => "ok",
+            Err(SwapError::Refused(_)) => "refused",
+            Err(SwapError::Failed(_)) => "failed",
+        };
+        // Counted for a component of the app only: the label stays bounded.
+        if self.components.contains_key(name) {
+            let mut swaps = self.swaps.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = swaps.entry((name.to_string(), outcome)).or_insert_with(|| super::running::SwapCount {
+                component: name.to_string(),
+                outcome,
+                ..Default::default()
+            });
+            entry.swaps += 1;
+            entry.seconds += start.elapsed().as_secs_f64();
+        }
+        result
+    }
+
+    fn swap_now(&self, name: &str, wasm: &Path) -> Result<SwapReport, SwapError> {
         let _one_at_a_time = self.swapping.lock().unwrap_or_else(|p| p.into_inner());
         let start = Instant::now();
         let component = self.require(name).map_err(|e| SwapError::Refused(format!("{e:#}")))?.clone();

@@ -96,6 +96,18 @@ impl Client {
         self.get("/v1/status")
     }
 
+    /// The host's metrics, in Prometheus text format.
+    pub fn metrics(&self) -> Result<String> {
+        let (status, bytes) = self
+            .runtime
+            .block_on(async { tokio::time::timeout(TIMEOUT, self.send(Method::GET, "/metrics", None)).await })
+            .map_err(|_| {
+                anyhow!("the moat host at {} did not answer /metrics within {}s", self.addr, TIMEOUT.as_secs())
+            })??;
+        anyhow::ensure!(status.is_success(), "the moat host at {} answered /metrics with {status}", self.addr);
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// A component's dead letters.
     pub fn dead_letters(&self, component: &str) -> Result<Vec<DeadLetter>> {
         self.get(&format!("/v1/dlq/{component}"))

@@ -137,6 +137,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/v1/dlq/{component}", get(dlq_list))
         .route("/v1/dlq/retry", post(dlq_retry))
         .route("/v1/replay", post(replay))
+        .route("/metrics", get(metrics))
         // Room for the longest call the host reads (the check that says so
         // runs on the request), and JSON's escapes around it.
         .layer(axum::extract::DefaultBodyLimit::max(values::MAX_CALL_LEN * 4))
@@ -306,6 +307,16 @@ async fn swap(
 
 async fn status(State(app): State<Arc<App>>) -> Result<Json<crate::app::Status>, Failure> {
     blocking(move || Ok(app.status())).await
+}
+
+/// Prometheus text format (`crate::metrics`).
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    match tokio::task::spawn_blocking(move || crate::metrics::render(&app)).await {
+        Ok(text) => ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => {
+            Failure(StatusCode::INTERNAL_SERVER_ERROR, anyhow::anyhow!("the request panicked: {e}")).into_response()
+        }
+    }
 }
 
 async fn dlq_list(

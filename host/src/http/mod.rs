@@ -20,7 +20,7 @@
 //!   true`), even after the host died between commit and reply; the same
 //!   key with another body is 422.
 //! - `GET /openapi.json`: OpenAPI 3.1 (`openapi`), as the contracts are now
-//!   (a swap changes it). `GET /healthz`: the host answers. `GET /readyz`:
+//!   (a swap changes it). `GET /metrics`: Prometheus text (`crate::metrics`). `GET /healthz`: the host answers. `GET /readyz`:
 //!   every component serves, and NATS, if used, is reachable.
 //!
 //! Layout: `mod.rs` (here): settings, router, the call handler;
@@ -84,6 +84,7 @@ fn router(app: Arc<App>, settings: &HttpSettings) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics))
         .route("/{component}/{interface}/{function}", post(call))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(settings.max_body_bytes))
@@ -127,6 +128,15 @@ async fn readyz(State(g): State<Arc<Shared>>) -> Response {
         (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))).into_response()
     } else {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not ready", "this host cannot reach NATS").into_response()
+    }
+}
+
+/// Prometheus text format (`crate::metrics`).
+async fn metrics(State(g): State<Arc<Shared>>) -> Response {
+    let app = g.app.clone();
+    match tokio::task::spawn_blocking(move || crate::metrics::render(&app)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics failed", &e.to_string()).into_response(),
     }
 }
 
