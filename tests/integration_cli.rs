@@ -93,3 +93,62 @@ fn status_tables_fit_a_long_component_name() {
     );
     assert!(run.stdout.lines().all(|l| l == l.trim_end()), "trailing spaces:\n{}", run.stdout);
 }
+
+#[test]
+fn logs_are_one_json_object_per_line_on_request_and_plain_text_without_colour_otherwise() {
+    let app = TestApp::shop();
+    let env = [("RUST_LOG", "info")];
+    let run = app.moat_env(&["--log-format", "json", "call", "product", "list-products()"], &env);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<serde_json::Value> =
+        run.stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    // One line per request: component, function, outcome, duration.
+    let call = lines.iter().find(|l| l["fields"]["message"] == "call").expect("a line for the call");
+    assert_eq!(call["level"], "INFO");
+    assert_eq!(call["fields"]["component"], "product");
+    assert_eq!(call["fields"]["function"], "shop:product/catalog@1.0.0.list-products");
+    assert_eq!(call["fields"]["outcome"], "ok");
+    assert!(call["fields"]["ms"].as_f64().is_some(), "{call}");
+
+    // One line per delivered batch, and no colour codes into a pipe.
+    app.call_ok("product", r#"create-product({product-id: "P1", name: "Mouse", price: 100, stock: 5})"#);
+    let run = app.moat_env(&["call", "order", r#"place-order("O1", "C1", [{product-id: "P1", quantity: 1}])"#], &env);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("delivered subscriber=\"product\" publisher=\"order\" topic=\"shop:order\" count=1"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains('\u{1b}'), "colour codes in a pipe:\n{}", run.stderr);
+    let bad = app.moat(&["--log-format", "xml", "status"]);
+    assert_eq!(bad.code, 2);
+}
+
+#[test]
+fn status_watch_follows_a_running_host_until_stopped() {
+    let app = TestApp::shop();
+    let refused = app.moat(&["status", "--watch"]);
+    assert_eq!(refused.code, 2);
+    assert!(refused.stderr.contains("start one with `moat up`"), "{}", refused.stderr);
+
+    let host = app.up();
+    let mut watch = app.command(&["--json", "status", "--watch"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    app.call_ok("product", r#"list-products()"#);
+    let calls = |v: &serde_json::Value| {
+        v["status"]["components"].as_array().unwrap().iter().find(|c| c["name"] == "product").unwrap()["calls"]
+            .as_u64()
+            .unwrap()
+    };
+    // A later refresh shows the call (one a second: within a few).
+    let seen = (0..20)
+        .map(|_| calls(&serde_json::from_str::<serde_json::Value>(&lines.next().unwrap().unwrap()).unwrap()))
+        .find(|n| *n > calls(&first));
+    assert_eq!(seen, Some(calls(&first) + 1), "a refresh shows the call made after the first");
+    // The reader goes: the watcher ends (a closed pipe, not a panic).
+    drop(lines);
+    let status = watch.wait().unwrap();
+    assert!(!status.success());
+    drop(host);
+}

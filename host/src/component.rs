@@ -537,8 +537,9 @@ impl Component {
             },
         };
         {
-            let mut functions = self.stats.functions.lock();
             let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(component = %self.name, function = %shown, outcome = outcome.name(), ms = seconds * 1e3, "call");
+            let mut functions = self.stats.functions.lock();
             match functions.get_mut(shown.as_str()) {
                 Some(stats) => stats.record(outcome, seconds),
                 // Bounded: only names the component exports reach here.

@@ -58,6 +58,11 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
 
+    /// How the host's log is written on stderr: `text`, or `json` (one
+    /// object per line, for a log collector).
+    #[arg(long, global = true, value_name = "FORMAT", env = "MOAT_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], help_heading = "Global options")]
+    log_format: String,
+
     /// Talk to the moat host at this address [default: the host serving the data directory, if one runs].
     #[arg(long, global = true, value_name = "ADDR", env = "MOAT_HOST", help_heading = "Global options")]
     host: Option<String>,
@@ -112,11 +117,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Colour only for a person at a terminal who did not say NO_COLOR.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        log.json().with_current_span(false).init();
+    } else {
+        log.with_ansi(colour).init();
+    }
     let json = cli.json;
     let exit = match run(cli) {
         Ok(exit) => exit,

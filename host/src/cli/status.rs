@@ -6,11 +6,46 @@ use super::context::{Context, Exit, Target, shown};
 use crate::app::Status;
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  moat status\n  moat --json status")]
-pub struct Args {}
+#[command(after_help = "Examples:\n  moat status\n  moat --json status\n  moat status --watch")]
+pub struct Args {
+    /// Keep showing it, refreshed every second, until Ctrl-C (with --json:
+    /// one object per line). Needs a running host.
+    #[arg(long)]
+    watch: bool,
+}
 
-pub fn run(ctx: &Context, _args: Args) -> Result<Exit> {
-    let (status, host) = match ctx.target()? {
+pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    let target = ctx.target()?;
+    if args.watch {
+        let Target::Host(host) = target else {
+            anyhow::bail!(
+                "`moat status --watch` follows a running host, and none serves this data directory: start one with `moat up`"
+            );
+        };
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        // `moat status --watch | head`: end quietly when the reader goes, as
+        // other tools that print forever do, rather than fail on the pipe.
+        // SAFETY: restores the default action of a signal; no handler runs.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+        loop {
+            let status = host.status()?;
+            if ctx.json {
+                println!("{}", serde_json::json!({ "host": host.addr(), "status": status }));
+            } else {
+                if terminal {
+                    // Clear the screen and go home, so each refresh replaces the last.
+                    print!("\x1b[2J\x1b[H");
+                }
+                print(&status, Some(host.addr()));
+                println!();
+            }
+            std::io::Write::flush(&mut std::io::stdout())?;
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+    let (status, host) = match target {
         Target::Host(host) => (host.status()?, Some(host.addr().to_string())),
         Target::Here(app) => (app.status(), None),
     };

@@ -214,6 +214,8 @@ impl Delivery {
         tracing::debug!(target: "moat::delivery", subscriber, publisher, first, applied = handled.applied, "batch committed");
         if handled.applied > 0 {
             let now = now_us();
+            let oldest_ms = (now - batch[0].published_us) as f64 / 1000.0;
+            tracing::info!(subscriber, publisher, topic, count = handled.applied, first, oldest_ms, "delivered");
             let mut latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
             for event in &batch[..handled.applied] {
                 latencies.record(now - event.published_us);
