@@ -112,7 +112,7 @@ pub fn render(app: &App) -> String {
     out.family(
         "moat_events_published_total",
         "counter",
-        "Events a component has published on a topic (its outbox's last sequence number).",
+        "Events a component has published on a topic someone subscribes to (its outbox's last sequence number).",
     );
     let mut heads: Vec<(&str, &str, i64)> =
         routes.iter().map(|r| (r.subscription.publisher.as_str(), r.subscription.topic.as_str(), r.head)).collect();
