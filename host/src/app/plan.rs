@@ -131,7 +131,8 @@ impl Plan {
         Invocation::json(component, &self.part(component)?.contract, function, args)
     }
 
-    fn part(&self, component: &str) -> Result<&Part> {
+    /// A component by name, or an error listing the components.
+    pub fn part(&self, component: &str) -> Result<&Part> {
         match self.parts.iter().find(|p| p.name == component) {
             Some(part) => Ok(part),
             None => {

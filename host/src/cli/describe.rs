@@ -22,17 +22,7 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     ctx.here_only("describe", "reads the components' files on this machine")?;
     let plan = ctx.plan()?;
-    let part = plan.parts().iter().find(|p| p.name == args.component);
-    let Some(part) = part else {
-        let names: Vec<&str> = plan.parts().iter().map(|p| p.name.as_str()).collect();
-        let hint = crate::suggest::did_you_mean(&args.component, names.iter().copied());
-        bail!(
-            "no component `{}` in {}; it has: {}{hint}",
-            args.component,
-            plan.manifest().path.display(),
-            names.join(", ")
-        );
-    };
+    let part = plan.part(&args.component)?;
     let named = named::read(&part.compiled.source, args.function.as_deref())?;
     let found = !named.interfaces.is_empty();
     let mut out = String::new();

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::context::{Context, Exit};
 use wasmtime::component::Val;
@@ -47,10 +47,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     publishers.sort();
     publishers.dedup();
     if let Some(only) = &args.component {
-        if !plan.parts().iter().any(|p| &p.name == only) {
-            let hint = crate::suggest::did_you_mean(only, plan.parts().iter().map(|p| p.name.as_str()));
-            bail!("no component `{only}` in {}{hint}", plan.manifest().path.display());
-        }
+        plan.part(only)?;
         publishers.retain(|p| p == only);
     }
     let db = |name: &str| db_path(&data_dir, name);

@@ -179,8 +179,8 @@ async fn call(
 fn run(g: &Shared, component: &str, interface: &str, function: &str, headers: &HeaderMap, body: &[u8]) -> Response {
     let f = match g.app.function(component, &format!("{interface}.{function}")) {
         Ok(f) if f.interface().interface == interface => f,
-        Ok(_) | Err(_) => {
-            let detail = match g.app.function(component, &format!("{interface}.{function}")) {
+        found => {
+            let detail = match found {
                 Err(e) => format!("{e:#}"),
                 Ok(_) => format!("`{component}` has no interface `{interface}` with a function `{function}`"),
             };
