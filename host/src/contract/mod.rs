@@ -367,8 +367,17 @@ fn write_type(out: &mut String, ty: &Type, depth: usize) {
         }
         Type::Variant(v) => {
             out.push_str("variant { ");
-            let names: Vec<&str> = v.cases().map(|c| c.name).collect();
-            out.push_str(&names.join(", "));
+            for (i, c) in v.cases().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(c.name);
+                if let Some(t) = &c.ty {
+                    out.push('(');
+                    nested(out, t);
+                    out.push(')');
+                }
+            }
             out.push_str(" }");
         }
         Type::Enum(e) => {
@@ -384,8 +393,18 @@ fn write_type(out: &mut String, ty: &Type, depth: usize) {
         Type::Future(_) => out.push_str("future"),
         Type::Stream(_) => out.push_str("stream"),
         Type::ErrorContext => out.push_str("error-context"),
-        Type::Map(_) => out.push_str("map"),
-        Type::FixedLengthList(_) => out.push_str("list<_, N>"),
+        Type::Map(m) => {
+            out.push_str("map<");
+            nested(out, &m.key());
+            out.push_str(", ");
+            nested(out, &m.value());
+            out.push('>');
+        }
+        Type::FixedLengthList(l) => {
+            out.push_str("list<");
+            nested(out, &l.ty());
+            let _ = write!(out, ", {}>", l.len());
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use wasmtime::component::types::{ComponentFunc, Type};
 use super::docs::WitDocs;
 use crate::contract::{self, Contract, InterfaceId};
 use crate::manifest::HttpSettings;
-use crate::values::json::{SAFE_INTEGER, type_name};
+use crate::values::json::SAFE_INTEGER;
 
 /// The longest `Idempotency-Key` taken.
 pub const MAX_KEY: usize = 255;
@@ -235,7 +235,7 @@ fn tuple(types: &[Type]) -> Json {
 pub fn schema(ty: &Type) -> Json {
     let integer = |min: i64, max: u64| json!({"type": "integer", "minimum": min, "maximum": max});
     let described = |mut s: Json| {
-        s["description"] = Json::String(type_name(ty));
+        s["description"] = Json::String(contract::describe(ty));
         s
     };
     match ty {
@@ -261,7 +261,7 @@ pub fn schema(ty: &Type) -> Json {
             ]
         }),
         Type::Float32 | Type::Float64 => json!({
-            "description": format!("{}: a number, or NaN and the infinities as strings", type_name(ty)),
+            "description": format!("{}: a number, or NaN and the infinities as strings", contract::describe(ty)),
             "anyOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]
         }),
         Type::Char => json!({"type": "string", "minLength": 1, "maxLength": 1}),
@@ -276,7 +276,7 @@ pub fn schema(ty: &Type) -> Json {
         Type::Map(m) => json!({
             "type": "array",
             "items": tuple(&[m.key(), m.value()]),
-            "description": type_name(ty),
+            "description": contract::describe(ty),
         }),
         Type::Tuple(t) => described(tuple(&t.types().collect::<Vec<_>>())),
         Type::Record(r) => {

@@ -29,6 +29,8 @@ use serde_json::{Map, Number, Value as Json};
 use wasmtime::component::Val;
 use wasmtime::component::types::{ComponentFunc, Type};
 
+use crate::contract;
+
 /// The largest integer every JSON reader holds exactly (JavaScript's
 /// `Number.MAX_SAFE_INTEGER`).
 pub const SAFE_INTEGER: u64 = (1 << 53) - 1;
@@ -145,7 +147,7 @@ pub fn arguments(func: &ComponentFunc, args: &Json) -> Result<Vec<Val>, Vec<Json
                 Err(e) => errors.push(e),
             },
             (None, Type::Option(_)) => values.push(Val::Option(None)),
-            (None, ty) => errors.push(JsonError { path, expected: type_name(ty), found: "nothing".into() }),
+            (None, ty) => errors.push(JsonError { path, expected: contract::describe(ty), found: "nothing".into() }),
         }
     }
     for extra in object.keys().filter(|k| !params.iter().any(|(n, _)| n == *k)) {
@@ -168,7 +170,8 @@ pub fn from_json(ty: &Type, json: &Json) -> Result<Val, JsonError> {
 }
 
 fn read(ty: &Type, json: &Json, path: &mut String) -> Result<Val, JsonError> {
-    let wrong = |path: &str| JsonError { path: path.to_string(), expected: type_name(ty), found: describe(json) };
+    let wrong =
+        |path: &str| JsonError { path: path.to_string(), expected: contract::describe(ty), found: describe(json) };
     Ok(match ty {
         Type::Bool => Val::Bool(json.as_bool().ok_or_else(|| wrong(path))?),
         Type::S8 => Val::S8(int(json).and_then(|n| i8::try_from(n).ok()).ok_or_else(|| wrong(path))?),
@@ -248,7 +251,8 @@ fn read(ty: &Type, json: &Json, path: &mut String) -> Result<Val, JsonError> {
                     (None, ty) => {
                         let at = path.len();
                         push(path, field.name);
-                        let e = JsonError { path: path.clone(), expected: type_name(ty), found: "nothing".into() };
+                        let e =
+                            JsonError { path: path.clone(), expected: contract::describe(ty), found: "nothing".into() };
                         path.truncate(at);
                         return Err(e);
                     }
@@ -402,56 +406,5 @@ fn describe(json: &Json) -> String {
         Json::String(_) => format!("a string ({shown})"),
         Json::Array(_) => format!("an array ({shown})"),
         Json::Object(_) => format!("an object ({shown})"),
-    }
-}
-
-/// A type written as in WIT, structurally (the component's binary keeps no
-/// type names): `list<u8>`, `record { id: string, n: u32 }`.
-pub fn type_name(ty: &Type) -> String {
-    match ty {
-        Type::Bool => "bool".into(),
-        Type::S8 => "s8".into(),
-        Type::U8 => "u8".into(),
-        Type::S16 => "s16".into(),
-        Type::U16 => "u16".into(),
-        Type::S32 => "s32".into(),
-        Type::U32 => "u32".into(),
-        Type::S64 => "s64".into(),
-        Type::U64 => "u64".into(),
-        Type::Float32 => "f32".into(),
-        Type::Float64 => "f64".into(),
-        Type::Char => "char".into(),
-        Type::String => "string".into(),
-        Type::List(l) => format!("list<{}>", type_name(&l.ty())),
-        Type::FixedLengthList(l) => format!("list<{}, {}>", type_name(&l.ty()), l.len()),
-        Type::Map(m) => format!("map<{}, {}>", type_name(&m.key()), type_name(&m.value())),
-        Type::Tuple(t) => format!("tuple<{}>", t.types().map(|t| type_name(&t)).collect::<Vec<_>>().join(", ")),
-        Type::Record(r) => format!(
-            "record {{ {} }}",
-            r.fields().map(|f| format!("{}: {}", f.name, type_name(&f.ty))).collect::<Vec<_>>().join(", ")
-        ),
-        Type::Variant(v) => format!(
-            "variant {{ {} }}",
-            v.cases()
-                .map(|c| match c.ty {
-                    Some(t) => format!("{}({})", c.name, type_name(&t)),
-                    None => c.name.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Type::Enum(e) => format!("enum {{ {} }}", e.names().collect::<Vec<_>>().join(", ")),
-        Type::Option(o) => format!("option<{}>", type_name(&o.ty())),
-        Type::Result(r) => match (r.ok(), r.err()) {
-            (None, None) => "result".into(),
-            (Some(ok), None) => format!("result<{}>", type_name(&ok)),
-            (None, Some(err)) => format!("result<_, {}>", type_name(&err)),
-            (Some(ok), Some(err)) => format!("result<{}, {}>", type_name(&ok), type_name(&err)),
-        },
-        Type::Flags(f) => format!("flags {{ {} }}", f.names().collect::<Vec<_>>().join(", ")),
-        Type::Own(_) | Type::Borrow(_) => "a resource".into(),
-        Type::Future(_) => "a future".into(),
-        Type::Stream(_) => "a stream".into(),
-        Type::ErrorContext => "an error-context".into(),
     }
 }

@@ -98,7 +98,7 @@ fn misfit(src: &str, node: &Node, ty: &Type, path: &str) -> Option<(String, Span
             for f in &fields {
                 if !matches!(f.ty, Type::Option(_)) && !given.iter().any(|(name, _)| *name == f.name) {
                     return Some((
-                        format!("{path}: the field `{}` ({}) is missing", f.name, json::type_name(&f.ty)),
+                        format!("{path}: the field `{}` ({}) is missing", f.name, crate::contract::describe(&f.ty)),
                         node.span(),
                     ));
                 }
@@ -146,15 +146,15 @@ fn misfit(src: &str, node: &Node, ty: &Type, path: &str) -> Option<(String, Span
             let hint = match (ty, node.ty()) {
                 (Type::String, NodeType::Label) => format!(" (a string is written in double quotes: \"{found}\")"),
                 (Type::U8 | Type::U16 | Type::U32 | Type::U64, NodeType::Number) if found.starts_with('-') => {
-                    format!(" (a {} cannot be negative)", json::type_name(ty))
+                    format!(" (a {} cannot be negative)", crate::contract::describe(ty))
                 }
                 (_, NodeType::Number) if is_integer(ty) && found.parse::<i128>().is_ok() => {
-                    format!(" (out of range for {})", json::type_name(ty))
+                    format!(" (out of range for {})", crate::contract::describe(ty))
                 }
                 (_, NodeType::Number) if is_integer(ty) => " (a whole number)".to_string(),
                 _ => String::new(),
             };
-            Some((format!("{path}: expected {}, found `{found}`{hint}", json::type_name(ty)), node.span()))
+            Some((format!("{path}: expected {}, found `{found}`{hint}", crate::contract::describe(ty)), node.span()))
         }
     }
 }
