@@ -142,6 +142,20 @@ fn a_handler_that_always_fails_is_dead_lettered_later_events_flow_and_redrive_ap
     assert_eq!(letters[0]["attempts"], 3);
     assert_eq!(letters[0]["error"], "failing FAILX-A until fixed, as asked");
     assert!(letters[1]["error"].as_str().unwrap().contains("panicked"), "{letters:?}");
+    // Status counts them on their route, and says why the route last failed.
+    let waiting = || {
+        let status: serde_json::Value = serde_json::from_str(&app.moat(&["--json", "status"]).stdout).unwrap();
+        let route = status["status"]["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["subscription"]["subscriber"] == "listener")
+            .cloned();
+        route.expect("the listener's route")["dead_letters"].as_u64()
+    };
+    assert_eq!(waiting(), Some(2));
+    let shown = app.moat(&["status"]).stdout;
+    assert!(shown.contains("dead letters") && shown.contains("last failed"), "{shown}");
 
     // Redriving before the fix fails again and keeps the letter.
     let id = letters[0]["id"].to_string();
@@ -154,6 +168,7 @@ fn a_handler_that_always_fails_is_dead_lettered_later_events_flow_and_redrive_ap
     assert_eq!(redriven.code, 0, "{} {}", redriven.stdout, redriven.stderr);
     assert_eq!(app.call_ok("listener", "seen()"), r#"["created OK-C", "created FAILX-A", "created TRAP-B"]"#);
     assert_eq!(app.moat(&["dlq", "listener"]).stdout.trim(), "no dead letters in `listener`");
+    assert_eq!(waiting(), Some(0));
 
     let gone = app.moat(&["dlq", "listener", "--retry", &id]);
     assert_eq!(gone.code, 2);

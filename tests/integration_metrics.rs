@@ -75,6 +75,18 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_and_answers_for_them() {
         assert!(text.lines().any(|l| l == line), "missing: {line}\n{text}");
     }
     assert!(text.contains("moat_database_size_bytes{component=\"order\"} "), "{text}");
+    let value = |series: &str| {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap_or_default()
+    };
+    // product ran statements (create, reads, the stock it reserved) and
+    // read or changed rows with them; no dead letters wait.
+    assert!(value(r#"moat_store_statements_total{component="product"}"#) >= 4.0, "{text}");
+    assert!(value(r#"moat_store_rows_total{component="product"}"#) >= 3.0, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == r#"moat_route_dead_letters{publisher="product",subscriber="order",topic="shop:product"} 0"#),
+        "{text}"
+    );
     // The control API serves the same.
     let control = host.client.metrics().unwrap();
     assert!(control.contains(r#"function="get-product",outcome="ok"} 2"#), "{control}");

@@ -22,4 +22,5 @@ mod integration_requests;
 mod integration_skeleton;
 mod integration_sqllogictest;
 mod integration_swap;
+mod integration_traces;
 mod module_graph;

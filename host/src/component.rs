@@ -36,11 +36,12 @@ use crate::capability::log::GuestLog;
 use crate::capability::publish::{Outbox, Signal};
 use crate::capability::schema::{Migrate, SchemaVersion};
 use crate::contract::{self, Contract, InterfaceId};
-use crate::db::Db;
+use crate::db::{Db, StoreCounts};
 use crate::deadline::{Deadline, Overrun};
 use crate::engine::{Compiled, EPOCH_TICK};
 use crate::ledger::{self, OutboxEvent};
 use crate::manifest::{ComponentSpec, Limits};
+use crate::trace::{self, Attribute, Kind, Span};
 
 /// The data of one instance's Wasmtime store: each capability's slice.
 pub struct InstanceState {
@@ -57,6 +58,9 @@ pub struct InstanceState {
     /// has made to other components: theirs are derived from it.
     request: Option<String>,
     nested: u32,
+    /// The running call's span, if traces are exported: the parent of the
+    /// calls it makes and the events it publishes.
+    pub(crate) trace: Option<trace::Parent>,
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
@@ -69,7 +73,7 @@ impl InstanceState {
     pub(crate) fn call_options(&mut self) -> CallOptions {
         self.nested += 1;
         let request = self.request.as_ref().map(|r| format!("{r}/{}", self.nested));
-        CallOptions { deadline: self.deadline, request, attempt: None }
+        CallOptions { deadline: self.deadline, request, attempt: None, trace: self.trace.clone() }
     }
 }
 
@@ -111,6 +115,9 @@ pub struct Stats {
     pub failures: AtomicU64,
     /// Instances replaced after a trap.
     pub restarts: AtomicU64,
+    /// The component's own statements, and the rows they returned or changed.
+    pub statements: AtomicU64,
+    pub rows: AtomicU64,
     /// Each function called, by `qualified` name: calls by outcome and how
     /// long they took (for metrics).
     pub functions: parking_lot::Mutex<std::collections::BTreeMap<String, FunctionStats>>,
@@ -198,6 +205,12 @@ pub struct ComponentStatus {
     /// Instances replaced after a trap.
     #[serde(default)]
     pub restarts: u64,
+    /// Its statements on its database since the host started, and the rows
+    /// they returned or changed.
+    #[serde(default)]
+    pub statements: u64,
+    #[serde(default)]
+    pub rows: u64,
 }
 
 /// Why a call failed. (A function that returns `err` has not failed: its
@@ -326,7 +339,7 @@ impl Component {
         let mut live = instantiate(engine, &name, &spec.limits, &version, db)
             .map_err(|(e, _)| e)
             .with_context(|| format!("starting component `{name}`"))?;
-        let schema = match migrate(&mut live, &name, &version, &spec.limits) {
+        let schema = match migrate(&mut live, &name, &version, &spec.limits, None) {
             Ok(schema) => schema,
             Err(e) => {
                 live.store.data_mut().db.rollback();
@@ -356,13 +369,14 @@ impl Component {
     /// calls already running finish on the old version and later ones run
     /// on the new. On any failure the old version keeps serving and the
     /// database is as it was. Returns the schema version the migration left.
-    pub fn swap(&self, new: Version) -> Result<Option<SchemaVersion>> {
+    /// The migration's span hangs under `trace` (the swap's).
+    pub fn swap(&self, new: Version, trace: Option<&trace::Parent>) -> Result<Option<SchemaVersion>> {
         let new = Arc::new(new);
         let mut slot = self.slot.lock();
         let db = slot.take_db();
         let limits = &self.spec.limits;
         let failure = match instantiate(&self.engine, &self.name, limits, &new, db) {
-            Ok(mut live) => match migrate(&mut live, &self.name, &new, limits) {
+            Ok(mut live) => match migrate(&mut live, &self.name, &new, limits, trace) {
                 Ok(schema) => match live.store.data_mut().db.commit() {
                     Ok(()) => {
                         *slot = Slot { version: new.clone(), live: Some(live), idle: None, broken: false };
@@ -408,6 +422,8 @@ impl Component {
             calls: self.stats.calls.load(Ordering::Relaxed),
             failures: self.stats.failures.load(Ordering::Relaxed),
             restarts: self.stats.restarts.load(Ordering::Relaxed),
+            statements: self.stats.statements.load(Ordering::Relaxed),
+            rows: self.stats.rows.load(Ordering::Relaxed),
         }
     }
 
@@ -470,57 +486,38 @@ impl Component {
         let request = options.request.as_deref();
         let started = std::time::Instant::now();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let mut shown = String::new();
-        let result = self.unit(deadline, |u| {
-            let export = match target {
-                Target::Export(e) => e.to_string(),
-                Target::Import(import) => match u.version().contract.exports.iter().find(|e| e.id.serves(import)) {
-                    Some(e) => e.name.clone(),
-                    None => bail!(Failure::Missing),
-                },
-            };
-            shown = qualified(&export, func);
-            u.answers_caller = true;
-            let Some(id) = request else {
-                let results = u.call(&export, func, params)?;
-                if returned_err(&results) {
-                    u.discard();
-                }
-                return Ok(Answer { results, replayed: None });
-            };
-            let fingerprint = fingerprint(&export, func, params);
-            if let Some(done) = u.db().host(|c| ledger::request(c, id))? {
-                u.discard();
-                if done.fingerprint != fingerprint {
-                    bail!(Reused);
-                }
-                let results = replay(&u.version().contract, &export, func, &done.result)?;
-                // Committed by this very attempt (an earlier resend of it):
-                // its own result, not a replay.
-                let attempt = options.attempt.as_ref().map(|a| &a.id);
-                let own = done.attempt.is_some() && done.attempt.as_ref() == attempt;
-                return Ok(Answer { results, replayed: (!own).then_some(done.committed_ms) });
-            }
-            u.request = Some(id.to_string());
-            let results = u.call(&export, func, params)?;
-            if returned_err(&results) {
-                // Nothing took effect: a retry with the id runs again.
-                u.discard();
-            } else {
-                let result = results.first().map(crate::values::to_wave).unwrap_or_default();
-                let record = ledger::RequestRecord {
-                    fingerprint,
-                    result,
-                    committed_ms: ledger::now_ms(),
-                    attempt: options.attempt.as_ref().map(|a| a.id.clone()),
-                    deadline_ms: options.attempt.as_ref().map_or_else(
-                        || ledger::now_ms() + u.deadline.remaining().as_millis() as i64,
-                        |a| a.deadline_ms,
-                    ),
+        let mut span = Span::start(
+            || {
+                let interface = match target {
+                    Target::Export(e) => InterfaceId::parse(e).interface,
+                    Target::Import(i) => i.interface.clone(),
                 };
-                u.db().host(|c| ledger::record_request(c, id, &record))?;
-            }
-            Ok(Answer { results, replayed: None })
+                format!("{} {interface}.{func}", self.name).into()
+            },
+            Kind::Server,
+            options.trace.as_ref(),
+            || {
+                let mut attributes = vec![
+                    Attribute::new("rpc.system", "moat"),
+                    Attribute::new("rpc.service", target.to_string()),
+                    Attribute::new("rpc.method", func.to_string()),
+                    Attribute::new("moat.component", self.name.to_string()),
+                ];
+                if let Some(id) = request {
+                    attributes.push(Attribute::new("moat.request_id", id.to_string()));
+                }
+                attributes
+            },
+        );
+        let parent = span.context();
+        let mut shown = String::new();
+        let mut store = StoreCounts::default();
+        let result = self.unit(deadline, |u| {
+            u.trace = parent.clone();
+            let counted = u.db().counts();
+            let out = Self::run_call(u, target, func, params, options, &mut shown);
+            store = u.db().counts() - counted;
+            out
         });
         if shown.is_empty() {
             shown = qualified(&target.to_string(), func);
@@ -538,7 +535,22 @@ impl Component {
         };
         {
             let seconds = started.elapsed().as_secs_f64();
-            tracing::info!(component = %self.name, function = %shown, outcome = outcome.name(), ms = seconds * 1e3, "call");
+            let ids = parent.as_ref().map(trace::ids);
+            tracing::info!(
+                component = %self.name,
+                function = %shown,
+                outcome = outcome.name(),
+                ms = seconds * 1e3,
+                trace_id = ids.as_ref().map(|i| i.0.as_str()),
+                span_id = ids.as_ref().map(|i| i.1.as_str()),
+                "call"
+            );
+            span.set(|| Attribute::new("moat.outcome", outcome.name()));
+            span.set(|| Attribute::new("moat.store.statements", store.statements as i64));
+            span.set(|| Attribute::new("moat.store.rows", store.rows as i64));
+            if let Err(e) = &result {
+                span.fail(|| format!("{e:#}"));
+            }
             let mut functions = self.stats.functions.lock();
             match functions.get_mut(shown.as_str()) {
                 Some(stats) => stats.record(outcome, seconds),
@@ -558,6 +570,68 @@ impl Component {
                 Err(error) => CallError::Host { component, function, error },
             }
         })
+    }
+
+    /// The body of a call's unit of work: finds the export, runs the
+    /// function, and, under a request id, replays or records its result.
+    fn run_call(
+        u: &mut Unit<'_>,
+        target: Target<'_>,
+        func: &str,
+        params: &[Val],
+        options: &CallOptions,
+        shown: &mut String,
+    ) -> Result<Answer> {
+        let request = options.request.as_deref();
+        let export = match target {
+            Target::Export(e) => e.to_string(),
+            Target::Import(import) => match u.version().contract.exports.iter().find(|e| e.id.serves(import)) {
+                Some(e) => e.name.clone(),
+                None => bail!(Failure::Missing),
+            },
+        };
+        *shown = qualified(&export, func);
+        u.answers_caller = true;
+        let Some(id) = request else {
+            let results = u.call(&export, func, params)?;
+            if returned_err(&results) {
+                u.discard();
+            }
+            return Ok(Answer { results, replayed: None });
+        };
+        let fingerprint = fingerprint(&export, func, params);
+        if let Some(done) = u.db().host(|c| ledger::request(c, id))? {
+            u.discard();
+            if done.fingerprint != fingerprint {
+                bail!(Reused);
+            }
+            let results = replay(&u.version().contract, &export, func, &done.result)?;
+            // Committed by this very attempt (an earlier resend of it):
+            // its own result, not a replay.
+            let attempt = options.attempt.as_ref().map(|a| &a.id);
+            let own = done.attempt.is_some() && done.attempt.as_ref() == attempt;
+            return Ok(Answer { results, replayed: (!own).then_some(done.committed_ms) });
+        }
+        u.request = Some(id.to_string());
+        let results = u.call(&export, func, params)?;
+        if returned_err(&results) {
+            // Nothing took effect: a retry with the id runs again.
+            u.discard();
+        } else {
+            let result = results.first().map(crate::values::to_wave).unwrap_or_default();
+            let record = ledger::RequestRecord {
+                fingerprint,
+                result,
+                committed_ms: ledger::now_ms(),
+                attempt: options.attempt.as_ref().map(|a| a.id.clone()),
+                deadline_ms: options
+                    .attempt
+                    .as_ref()
+                    .map_or_else(|| ledger::now_ms() + u.deadline.remaining().as_millis() as i64, |a| a.deadline_ms),
+            };
+            u.db().host(|c| ledger::record_request(c, id, &record))?;
+        }
+        Ok(Answer { results, replayed: None })
     }
 
     /// Runs `f` as one unit of work on this component: waits for the
@@ -587,11 +661,25 @@ impl Component {
         let state = live.store.data_mut();
         state.log.new_call();
         state.outbox.new_call();
-        let mut unit =
-            Unit { live, version, limits, deadline, keep: true, trapped: false, request: None, answers_caller: false };
+        let counted = state.db.counts();
+        let mut unit = Unit {
+            live,
+            version,
+            limits,
+            deadline,
+            keep: true,
+            trapped: false,
+            request: None,
+            answers_caller: false,
+            trace: None,
+        };
         let out = f(&mut unit);
         let (keep, trapped, answers_caller) = (unit.keep, unit.trapped, unit.answers_caller);
         let state = guard.slot.live.as_mut().expect("ensured above").store.data_mut();
+        let store = state.db.counts() - counted;
+        self.stats.statements.fetch_add(store.statements, Ordering::Relaxed);
+        self.stats.rows.fetch_add(store.rows, Ordering::Relaxed);
+        state.trace = None;
         state.log.end_call();
         state.deadline = None;
         state.db.set_deadline(None);
@@ -670,12 +758,22 @@ impl Component {
                 }
                 // Each event gets the whole of the component's deadline.
                 u.deadline = self.deadline();
+                let mut span = self.delivery_span(publisher, event);
+                u.trace = span.context();
+                let counted = u.db().counts();
                 if let Err(e) = u.db().savepoint() {
                     handled = Handled { applied: 0, through: None, failed: Some((event.seq, format!("{e:#}"))) };
                     u.discard();
                     return Ok(handled);
                 }
-                match u.handle(&handler, &ty, &event.payload) {
+                let outcome = u.handle(&handler, &ty, &event.payload);
+                let store = u.db().counts() - counted;
+                span.set(|| Attribute::new("moat.store.statements", store.statements as i64));
+                span.set(|| Attribute::new("moat.store.rows", store.rows as i64));
+                if let Err(why) = &outcome {
+                    span.fail(|| why.clone());
+                }
+                match outcome {
                     Ok(()) => {
                         if let Err(e) = u.db().release() {
                             // SQLite ended the transaction: nothing of the batch stays.
@@ -707,6 +805,31 @@ impl Component {
             }
             Ok(handled)
         })
+    }
+
+    /// The span of one event's delivery: a child of the span that published
+    /// it, whose context the outbox row (or the NATS message) carries.
+    fn delivery_span(&self, publisher: &str, event: &OutboxEvent) -> Span {
+        if !trace::enabled() {
+            return Span::default();
+        }
+        let parent = event.trace.as_deref().and_then(trace::parse_traceparent);
+        Span::start(
+            || format!("{} handle {} {}", self.name, event.topic, event.event).into(),
+            Kind::Consumer,
+            parent.as_ref(),
+            || {
+                vec![
+                    Attribute::new("messaging.system", "moat"),
+                    Attribute::new("messaging.operation.type", "process"),
+                    Attribute::new("messaging.destination.name", event.topic.clone()),
+                    Attribute::new("moat.component", self.name.to_string()),
+                    Attribute::new("moat.publisher", publisher.to_string()),
+                    Attribute::new("moat.event", event.event.clone()),
+                    Attribute::new("moat.event.seq", event.seq),
+                ]
+            },
+        )
     }
 
     /// Redrives one dead letter: takes it out and handles it again in one
@@ -803,6 +926,8 @@ pub struct Unit<'a> {
     /// since its caller is told it failed once the deadline passes; a
     /// delivery batch's commits whenever it ends, nobody waits on it.
     answers_caller: bool,
+    /// The span the guest code runs under, if traces are exported.
+    pub trace: Option<trace::Parent>,
 }
 
 impl Unit<'_> {
@@ -860,6 +985,7 @@ impl Unit<'_> {
         let state = self.live.store.data_mut();
         state.request = self.request.clone();
         state.nested = 0;
+        state.trace = self.trace.clone();
         arm(&mut self.live.store, self.deadline);
         let out = f(&mut self.live.store);
         disarm(&mut self.live.store);
@@ -975,6 +1101,7 @@ fn instantiate(
         deadline: None,
         request: None,
         nested: 0,
+        trace: None,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -995,14 +1122,33 @@ fn instantiate(
 
 /// Runs the component's `moat:platform/schema.migrate`, if it exports one,
 /// within the open unit of work, and records the version it returns.
-fn migrate(live: &mut Live, name: &str, version: &Version, limits: &Limits) -> Result<Option<SchemaVersion>> {
+fn migrate(
+    live: &mut Live,
+    name: &str,
+    version: &Version,
+    limits: &Limits,
+    trace: Option<&trace::Parent>,
+) -> Result<Option<SchemaVersion>> {
     let Some(migrate) = &version.migrate else { return Ok(None) };
     let found =
         live.store.data_mut().db.host(ledger::schema_version)?.map(|v| v.parse::<SchemaVersion>()).transpose()?;
     let shown = found.map_or("none (a new database)".to_string(), |v| v.to_string());
+    let mut span = Span::start(
+        || format!("{name} migrate").into(),
+        Kind::Internal,
+        trace,
+        || vec![Attribute::new("moat.component", name.to_string()), Attribute::new("moat.schema.from", shown.clone())],
+    );
+    live.store.data_mut().trace = span.context();
     arm(&mut live.store, Deadline::after(Duration::from_millis(limits.call_timeout_ms)));
     let outcome = migrate.call(&mut live.store, &live.instance, found);
     disarm(&mut live.store);
+    live.store.data_mut().trace = None;
+    match &outcome {
+        Ok(Ok(to)) => span.set(|| Attribute::new("moat.schema.to", to.to_string())),
+        Ok(Err(why)) => span.fail(|| ledger::bounded(why).to_string()),
+        Err(e) => span.fail(|| format!("{e:#}")),
+    }
     match outcome {
         Ok(Ok(to)) => {
             if found != Some(to) {

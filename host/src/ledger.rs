@@ -40,7 +40,8 @@ const TABLES: &str = r#"
         topic        TEXT NOT NULL,
         event        TEXT NOT NULL,
         payload      TEXT NOT NULL,
-        published_us INTEGER NOT NULL
+        published_us INTEGER NOT NULL,
+        trace        TEXT
     );
     CREATE INDEX IF NOT EXISTS main."_moat_outbox_by_topic" ON "_moat_outbox" (topic, seq);
     CREATE TABLE IF NOT EXISTS main."_moat_cursor" (
@@ -80,7 +81,17 @@ pub fn ensure_tables(c: &Connection) -> rusqlite::Result<()> {
     if autoincrement {
         upgrade_from_autoincrement(c)?;
     }
-    c.execute_batch(TABLES)
+    c.execute_batch(TABLES)?;
+    // moat before traces kept no trace context with its events.
+    let traced: bool = c.query_row(
+        r#"SELECT count(*) > 0 FROM pragma_table_info('_moat_outbox', 'main') WHERE name = 'trace'"#,
+        [],
+        |r| r.get(0),
+    )?;
+    if !traced {
+        c.execute_batch(r#"ALTER TABLE main."_moat_outbox" ADD COLUMN trace TEXT"#)?;
+    }
+    Ok(())
 }
 
 /// Moves tables made with `AUTOINCREMENT` (moat before 0.2) to the current
@@ -197,25 +208,43 @@ pub struct OutboxEvent {
     pub payload: String,
     /// When it was published, in microseconds since the Unix epoch.
     pub published_us: i64,
+    /// The W3C `traceparent` of the span that published it, if traces were
+    /// exported then: the parent of the span that applies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxEvent> {
-    Ok(OutboxEvent { seq: r.get(0)?, topic: r.get(1)?, event: r.get(2)?, payload: r.get(3)?, published_us: r.get(4)? })
+    Ok(OutboxEvent {
+        seq: r.get(0)?,
+        topic: r.get(1)?,
+        event: r.get(2)?,
+        payload: r.get(3)?,
+        published_us: r.get(4)?,
+        trace: r.get(5)?,
+    })
 }
 
 /// Appends one event, in the current unit of work.
-pub fn append(c: &Connection, topic: &str, event: &str, payload: &str, published_us: i64) -> rusqlite::Result<()> {
+pub fn append(
+    c: &Connection,
+    topic: &str,
+    event: &str,
+    payload: &str,
+    published_us: i64,
+    trace: Option<&str>,
+) -> rusqlite::Result<()> {
     c.prepare_cached(
-        r#"INSERT INTO main."_moat_outbox" (topic, event, payload, published_us) VALUES (?1, ?2, ?3, ?4)"#,
+        r#"INSERT INTO main."_moat_outbox" (topic, event, payload, published_us, trace) VALUES (?1, ?2, ?3, ?4, ?5)"#,
     )?
-    .execute(params![topic, event, payload, published_us])
+    .execute(params![topic, event, payload, published_us, trace])
     .map(drop)
 }
 
 /// Events of `topic` after `after`, oldest first, at most `limit`.
 pub fn outbox_after(c: &Connection, topic: &str, after: i64, limit: u32) -> rusqlite::Result<Vec<OutboxEvent>> {
     c.prepare_cached(
-        r#"SELECT seq, topic, event, payload, published_us FROM main."_moat_outbox"
+        r#"SELECT seq, topic, event, payload, published_us, trace FROM main."_moat_outbox"
            WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"#,
     )?
     .query_map(params![topic, after, limit], outbox_row)?
@@ -225,7 +254,7 @@ pub fn outbox_after(c: &Connection, topic: &str, after: i64, limit: u32) -> rusq
 /// Events of every topic after `after`, oldest first, at most `limit`: for `moat events`.
 pub fn history(c: &Connection, after: i64, limit: u32) -> rusqlite::Result<Vec<OutboxEvent>> {
     c.prepare_cached(
-        r#"SELECT seq, topic, event, payload, published_us FROM main."_moat_outbox"
+        r#"SELECT seq, topic, event, payload, published_us, trace FROM main."_moat_outbox"
            WHERE seq > ?1 AND topic <> '' ORDER BY seq LIMIT ?2"#,
     )?
     .query_map(params![after, limit], outbox_row)?
@@ -404,6 +433,27 @@ pub fn bury(
         now_ms
     ])?;
     set_cursor(c, publisher, &event.topic, event.seq)
+}
+
+/// How many dead letters of `publisher`'s `topic` wait, and the error and
+/// time (ms since the Unix epoch) of the newest.
+pub fn dead_letters_waiting(
+    c: &Connection,
+    publisher: &str,
+    topic: &str,
+) -> rusqlite::Result<(u64, Option<(String, i64)>)> {
+    c.prepare_cached(r#"SELECT count(*), max(id) FROM main."_moat_dead_letter" WHERE publisher = ?1 AND topic = ?2"#)?
+        .query_row([publisher, topic], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)))
+        .and_then(|(n, newest)| {
+            let newest = match newest {
+                Some(id) => c
+                    .prepare_cached(r#"SELECT error, failed_ms FROM main."_moat_dead_letter" WHERE id = ?1"#)?
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?,
+                None => None,
+            };
+            Ok((n.max(0) as u64, newest))
+        })
 }
 
 /// Every dead letter, oldest first.

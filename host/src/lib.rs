@@ -25,9 +25,9 @@
 //! - `db`: a component's database: the sandbox, and the unit of work's
 //!   transaction; `ledger`: every statement on the host's own tables.
 //! - `data_dir`, `engine`, `contract`, `manifest`, `values`, `deadline`,
-//!   `suggest`: the data directory, the Wasmtime engine and compile cache,
-//!   imports and exports, `moat.toml`, WAVE and JSON, deadlines, "did you
-//!   mean".
+//!   `trace`, `suggest`: the data directory, the Wasmtime engine and compile
+//!   cache, imports and exports, `moat.toml`, WAVE and JSON, deadlines,
+//!   OpenTelemetry spans, "did you mean".
 
 pub mod app;
 pub mod capability;
@@ -48,6 +48,7 @@ pub mod metrics;
 mod platform;
 pub mod remote;
 pub mod suggest;
+pub mod trace;
 pub mod values;
 pub mod wiring;
 

@@ -37,7 +37,7 @@ pub fn build(
                 capability::calls::forward(&mut linker, import, callee(provider), InstanceState::call_options)?
             }
             Grant::Publish { topic } => capability::publish::add_to_linker(&mut linker, import, topic, |s| {
-                PublishView { db: &mut s.db, outbox: &mut s.outbox }
+                PublishView { db: &mut s.db, outbox: &mut s.outbox, trace: s.trace.as_ref() }
             })?,
             Grant::Store | Grant::Log | Grant::Wasi | Grant::WasiInert | Grant::TypesOnly => {}
         }

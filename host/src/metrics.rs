@@ -59,6 +59,14 @@ pub fn render(app: &App) -> String {
     for c in &status.components {
         out.sample("moat_instance_restarts_total", &[("component", &c.name)], c.restarts as f64);
     }
+    out.family("moat_store_statements_total", "counter", "Statements a component ran on its own database.");
+    for c in &status.components {
+        out.sample("moat_store_statements_total", &[("component", &c.name)], c.statements as f64);
+    }
+    out.family("moat_store_rows_total", "counter", "Rows a component's statements returned or changed.");
+    for c in &status.components {
+        out.sample("moat_store_rows_total", &[("component", &c.name)], c.rows as f64);
+    }
     out.family("moat_database_size_bytes", "gauge", "The size of each component's database file.");
     for c in app.components() {
         let size = std::fs::metadata(c.db_path()).map_or(0, |m| m.len());
@@ -79,6 +87,7 @@ pub fn render(app: &App) -> String {
         ("moat_route_events_dead_lettered_total", "counter", "Events a route dead-lettered since the host started.", 2),
         ("moat_route_lag_events", "gauge", "Events published on a route and not yet applied or dead-lettered.", 3),
         ("moat_route_failing", "gauge", "1 while a route keeps failing at one event, else 0.", 4),
+        ("moat_route_dead_letters", "gauge", "Dead letters of a route waiting in its subscriber's database.", 5),
     ] {
         out.family(name, kind, help);
         for r in &routes {
@@ -87,7 +96,11 @@ pub fn render(app: &App) -> String {
                 1 => r.retried as f64,
                 2 => r.dead_lettered as f64,
                 3 => (r.head - r.cursor).max(0) as f64,
-                _ => f64::from(u8::from(r.failing_attempts.is_some())),
+                4 => f64::from(u8::from(r.failing_attempts.is_some())),
+                _ => match r.dead_letters {
+                    Some(n) => n as f64,
+                    None => continue,
+                },
             };
             let labels = route(r);
             out.sample(name, &labels.each_ref().map(|(k, v)| (*k, v.as_str())), v);

@@ -30,6 +30,7 @@ use crate::component::Version;
 use crate::contract::Contract;
 use crate::data_dir::Deployments;
 use crate::linker;
+use crate::trace::{self, Attribute, Kind, Span};
 use crate::wiring::{self, Member, Refusal, Subject};
 
 /// What a swap did.
@@ -75,13 +76,28 @@ impl App {
     /// Swaps `name` to the build at `wasm`.
     pub fn swap(&self, name: &str, wasm: &Path) -> Result<SwapReport, SwapError> {
         let start = Instant::now();
-        let result = self.swap_now(name, wasm);
+        let mut span = Span::start(
+            || format!("swap {name}").into(),
+            Kind::Internal,
+            None,
+            || {
+                vec![
+                    Attribute::new("moat.component", name.to_string()),
+                    Attribute::new("moat.build", wasm.display().to_string()),
+                ]
+            },
+        );
+        let result = self.swap_now(name, wasm, span.context().as_ref());
         let outcome = match &result {
             Ok(r) if r.unchanged => "unchanged",
             Ok(_) => "ok",
             Err(SwapError::Refused(_)) => "refused",
             Err(SwapError::Failed(_)) => "failed",
         };
+        span.set(|| Attribute::new("moat.outcome", outcome));
+        if let Err(e) = &result {
+            span.fail(|| e.to_string());
+        }
         // Counted for a component of the app only: the label stays bounded.
         if self.components.contains_key(name) {
             let mut swaps = self.swaps.lock().unwrap_or_else(|p| p.into_inner());
@@ -96,7 +112,7 @@ impl App {
         result
     }
 
-    fn swap_now(&self, name: &str, wasm: &Path) -> Result<SwapReport, SwapError> {
+    fn swap_now(&self, name: &str, wasm: &Path, trace: Option<&trace::Parent>) -> Result<SwapReport, SwapError> {
         let _one_at_a_time = self.swapping.lock().unwrap_or_else(|p| p.into_inner());
         let start = Instant::now();
         let component = self.require(name).map_err(|e| SwapError::Refused(format!("{e:#}")))?.clone();
@@ -169,7 +185,7 @@ impl App {
         let (compiled_now, to_sha256) = (compiled.compiled_now, compiled.digest.clone());
         let to_version = contract.version().map(|v| v.to_string());
         let switch = Instant::now();
-        let schema = component.swap(Version::new(compiled, contract, grants, pre)).map_err(|e| {
+        let schema = component.swap(Version::new(compiled, contract, grants, pre), trace).map_err(|e| {
             SwapError::Failed(e.context(format!(
                 "swap of `{name}` to {} failed; the old version keeps serving and its database is unchanged",
                 wasm.display()

@@ -41,6 +41,9 @@ pub struct CallOptions {
     /// host: it resends a request while it waits, under the same attempt, so
     /// the result one of its own resends committed is not reported replayed.
     pub attempt: Option<Attempt>,
+    /// The span the call is made under (the caller's, or a `traceparent`
+    /// received), when traces are exported.
+    pub trace: Option<crate::trace::Parent>,
 }
 
 /// One attempt of a caller on another host, as it sent it.

@@ -20,6 +20,7 @@ use super::grant::{Asker, Grant};
 use crate::contract::Interface;
 use crate::db::Db;
 use crate::ledger;
+use crate::trace::{self, Attribute, Kind, Span};
 
 /// The interface a publisher imports: `P/publish`, function `publish`.
 pub const PUBLISH: &str = "publish";
@@ -78,6 +79,8 @@ impl Outbox {
 pub struct PublishView<'a> {
     pub db: &'a mut Db,
     pub outbox: &'a mut Outbox,
+    /// The span of the unit of work publishing, if traces are exported.
+    pub trace: Option<&'a trace::Parent>,
 }
 
 /// Serves `P/publish` (imported as `import`) for the events of `topic`.
@@ -105,7 +108,23 @@ fn publish(view: PublishView<'_>, topic: &str, event: &Val) -> Result<()> {
         _ => "event",
     };
     let payload = crate::values::to_wave(event);
-    view.db.host(|c| ledger::append(c, topic, case, &payload, ledger::now_us()))
+    // The publish's span ends here; its context rides with the event, so
+    // whoever applies it, wherever and whenever, continues this trace.
+    let span = Span::start(
+        || format!("publish {topic} {case}").into(),
+        Kind::Producer,
+        view.trace,
+        || {
+            vec![
+                Attribute::new("messaging.system", "moat"),
+                Attribute::new("messaging.operation.type", "send"),
+                Attribute::new("messaging.destination.name", topic.to_string()),
+                Attribute::new("moat.event", case.to_string()),
+            ]
+        },
+    );
+    let traceparent = span.context().map(|c| trace::traceparent(&c));
+    view.db.host(|c| ledger::append(c, topic, case, &payload, ledger::now_us(), traceparent.as_deref()))
 }
 
 /// Wakes the dispatcher (and, across hosts, the relays) when a unit of

@@ -60,7 +60,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     if !args.no_wait {
         settle(&app);
     }
-    let options = CallOptions { request: args.request_id.clone(), ..CallOptions::default() };
+    let trace = crate::trace::incoming(crate::trace::environment().as_deref());
+    let options = CallOptions { request: args.request_id.clone(), trace, ..CallOptions::default() };
     let answer = app.invoke_with(&invocation, &options);
     if !args.no_wait && answer.is_ok() {
         settle(&app);

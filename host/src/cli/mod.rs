@@ -125,6 +125,15 @@ pub fn main() -> ExitCode {
         log.with_ansi(colour).init();
     }
     let json = cli.json;
+    // Spans go out while the command runs, and what is queued is flushed
+    // when `_traces` drops, after it ends.
+    let _traces = match crate::trace::init() {
+        Ok(traces) => traces,
+        Err(e) => {
+            tracing::warn!("not exporting traces: {e:#}");
+            None
+        }
+    };
     let exit = match run(cli) {
         Ok(exit) => exit,
         Err(e) => {

@@ -145,13 +145,20 @@ fn print_local(status: &Status, host: Option<&str>) {
     print_table(&components);
     if !status.subscriptions.is_empty() {
         println!();
-        let mut routes = table(&["events", "cursor", "head", "lag", "p50/p99 ms", ""], 1);
+        let mut routes = table(&["events", "cursor", "head", "lag", "dead letters", "p50/p99 ms", ""], 1);
         for s in &status.subscriptions {
             let sub = &s.subscription;
             let failing = match (s.failing_attempts, &s.last_error) {
                 (Some(n), Some(why)) => format!("failing, attempt {n}: {why}"),
                 (Some(n), None) => format!("retrying, attempt {n}"),
-                _ => String::new(),
+                (None, Some(why)) => {
+                    let ago = s.last_error_ms.map(|at| (crate::ledger::now_ms() - at).max(0) / 1000);
+                    match ago {
+                        Some(secs) => format!("last failed {secs}s ago: {why}"),
+                        None => format!("last failed: {why}"),
+                    }
+                }
+                (None, None) => String::new(),
             };
             let latency = match (s.latency_p50_ms, s.latency_p99_ms) {
                 (Some(a), Some(b)) => format!("{a:.2}/{b:.2}"),
@@ -162,6 +169,7 @@ fn print_local(status: &Status, host: Option<&str>) {
                 s.cursor.to_string(),
                 s.head.to_string(),
                 (s.head - s.cursor).max(0).to_string(),
+                s.dead_letters.map_or("-".into(), |n| n.to_string()),
                 latency,
                 failing,
             ]);

@@ -164,6 +164,9 @@ impl Client {
         if body.is_some() {
             request = request.header("content-type", "application/json");
         }
+        if let Some(traceparent) = crate::trace::environment() {
+            request = request.header("traceparent", traceparent);
+        }
         let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let response = match self.addr.strip_prefix("unix:") {
             Some(path) => exchange(tokio::net::UnixStream::connect(path).await?, request).await?,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,7 +26,7 @@ use crate::component::{CallError, Redrive, returned_err};
 use crate::data_dir::{ADDR_FILE, SOCKET_FILE, TOKEN_FILE};
 use crate::events::dead_letters;
 use crate::http::Gateway;
-use crate::values;
+use crate::{trace, values};
 
 /// How long a call with `wait` waits for its events.
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
@@ -257,14 +257,19 @@ fn failed(e: impl Into<anyhow::Error>) -> Failure {
     Failure(StatusCode::INTERNAL_SERVER_ERROR, e.into())
 }
 
-async fn call(State(app): State<Arc<App>>, Json(req): Json<CallRequest>) -> Result<Json<CallResponse>, Failure> {
+async fn call(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<CallRequest>,
+) -> Result<Json<CallResponse>, Failure> {
+    let trace = trace::incoming(headers.get("traceparent").and_then(|v| v.to_str().ok()));
     blocking(move || {
         let invocation = match &req.args_json {
             Some(args) => app.invocation_json(&req.component, &req.call, args),
             None => app.invocation(&req.component, &req.call),
         }
         .map_err(bad_input)?;
-        let options = CallOptions { request: req.request_id.clone(), ..CallOptions::default() };
+        let options = CallOptions { request: req.request_id.clone(), trace, ..CallOptions::default() };
         let answer = app.invoke_with(&invocation, &options).map_err(|e| match e {
             CallError::Reused { .. } => Failure(StatusCode::UNPROCESSABLE_ENTITY, e.into()),
             CallError::Unknown { .. } => Failure(StatusCode::GATEWAY_TIMEOUT, e.into()),

@@ -79,6 +79,22 @@ pub struct Db {
     tx: Tx,
     limits: GuestLimits,
     path: PathBuf,
+    counts: StoreCounts,
+}
+
+/// The guest's statements on a database since it opened, and the rows they
+/// returned or changed: for metrics, and for the span of a unit of work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub statements: u64,
+    pub rows: u64,
+}
+
+impl std::ops::Sub for StoreCounts {
+    type Output = StoreCounts;
+    fn sub(self, before: StoreCounts) -> StoreCounts {
+        StoreCounts { statements: self.statements - before.statements, rows: self.rows - before.rows }
+    }
 }
 
 /// The unit of work's transaction, as the host knows it.
@@ -163,10 +179,16 @@ impl Db {
                 statement: limits.statement_length,
             },
             path: path.to_path_buf(),
+            counts: StoreCounts::default(),
         };
         db.host_read(ledger::ensure_tables)
             .with_context(|| format!("preparing the host's tables in {}", path.display()))?;
         Ok(db)
+    }
+
+    /// The guest's statements and rows so far.
+    pub fn counts(&self) -> StoreCounts {
+        self.counts
     }
 
     /// The database file.
@@ -317,12 +339,14 @@ impl Db {
 
     /// `store.execute`: one statement that returns no rows.
     pub fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error> {
-        self.guest_statement(sql, |stmt, _| {
+        let changed = self.guest_statement(sql, |stmt, _| {
             if stmt.column_count() > 0 {
                 return Err(Error::Invalid("this statement returns rows: run it with `query`".into()));
             }
             Ok(stmt.execute(rusqlite::params_from_iter(params.iter().map(Param))).map(|n| n as u64))
-        })
+        })?;
+        self.counts.rows += changed;
+        Ok(changed)
     }
 
     /// `store.query`: one statement's rows, within the row and byte limits.
@@ -365,6 +389,7 @@ impl Db {
             }
             Ok(Ok(out))
         })
+        .inspect(|rows| self.counts.rows += rows.len() as u64)
     }
 
     /// Prepares one guest statement (judged as the guest), opens the unit of
@@ -396,6 +421,7 @@ impl Db {
                 "VACUUM is refused: the host maintains the database, and VACUUM INTO would copy it elsewhere".into(),
             ));
         }
+        self.counts.statements += 1;
         let sandbox = self.sandbox.clone();
         sandbox.start_statement();
         let temp = self.temp.clone();

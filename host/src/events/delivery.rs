@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use rusqlite::{Connection, OpenFlags};
 
 use super::dead_letters;
 use crate::component::Component;
@@ -20,6 +21,10 @@ use crate::wiring::Subscription;
 
 /// One route's delivery into its subscriber.
 pub struct Delivery {
+    /// A read-only connection to the subscriber's database, opened when
+    /// status first asks: counting its dead letters never waits for the
+    /// subscriber's unit of work. Declared first, so it closes first.
+    reader: Mutex<Option<Connection>>,
     /// The subscription.
     pub sub: Subscription,
     /// The subscribing component.
@@ -114,6 +119,10 @@ pub struct RouteStatus {
     pub retried: u64,
     #[serde(default)]
     pub dead_lettered: u64,
+    /// Dead letters of this route waiting in the subscriber's database, to
+    /// be retried (`moat dlq --retry`) or left; `None` if it could not be read.
+    #[serde(default)]
+    pub dead_letters: Option<u64>,
     /// Time from publish to applied, median and 99th percentile, in
     /// milliseconds, over the last deliveries (none yet: `None`).
     pub latency_p50_ms: Option<f64>,
@@ -123,7 +132,7 @@ pub struct RouteStatus {
 impl Delivery {
     /// Delivery of `sub` into `subscriber`.
     pub fn new(sub: Subscription, subscriber: Arc<Component>) -> Delivery {
-        Delivery { sub, subscriber, state: Mutex::default(), latencies: Mutex::default() }
+        Delivery { reader: Mutex::default(), sub, subscriber, state: Mutex::default(), latencies: Mutex::default() }
     }
 
     fn lock_state(&self) -> MutexGuard<'_, RouteState> {
@@ -167,8 +176,24 @@ impl Delivery {
         self.lock_state().last_error = Some((ledger::bounded(error).to_string(), ledger::now_ms()));
     }
 
+    /// Dead letters of this route waiting in the subscriber's database (for
+    /// `moat dlq --retry`), and the newest one's error and time, read apart
+    /// from its unit of work; `None` if the database cannot be read.
+    fn dead_letters_waiting(&self) -> Option<(u64, Option<(String, i64)>)> {
+        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if reader.is_none() {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let c = Connection::open_with_flags(self.subscriber.db_path(), flags).ok()?;
+            c.busy_timeout(Duration::from_millis(100)).ok()?;
+            *reader = Some(c);
+        }
+        let c = reader.as_ref()?;
+        ledger::dead_letters_waiting(c, &self.sub.publisher, &self.sub.topic).ok()
+    }
+
     /// Where this subscription stands, given the publisher's head.
     pub fn status(&self, head: i64) -> RouteStatus {
+        let waiting = self.dead_letters_waiting();
         let cursor = self.lock_state().cursor;
         let cursor = match cursor {
             Some(c) => c,
@@ -176,16 +201,20 @@ impl Delivery {
         };
         let state = self.lock_state();
         let latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
+        let last_error = state.last_error.clone().or_else(|| waiting.as_ref().and_then(|(_, newest)| newest.clone()));
         RouteStatus {
             subscription: self.sub.clone(),
             cursor,
             head,
             failing_attempts: state.failing.as_ref().map(|f| f.attempts),
-            last_error: state.last_error.as_ref().map(|(e, _)| e.clone()),
-            last_error_ms: state.last_error.as_ref().map(|(_, at)| *at),
+            // What this process saw fail last, or else the newest dead
+            // letter's error (a host started since still shows why).
+            last_error: last_error.as_ref().map(|(e, _)| e.clone()),
+            last_error_ms: last_error.as_ref().map(|(_, at)| *at),
             applied: state.applied,
             retried: state.retried,
             dead_lettered: state.dead_lettered,
+            dead_letters: waiting.as_ref().map(|(n, _)| *n),
             latency_p50_ms: latencies.quantile(0.5),
             latency_p99_ms: latencies.quantile(0.99),
         }

@@ -203,7 +203,8 @@ fn run(g: &Shared, component: &str, interface: &str, function: &str, headers: &H
             .into_response();
         }
     };
-    let options = CallOptions { request, ..CallOptions::default() };
+    let trace = crate::trace::incoming(headers.get("traceparent").and_then(|v| v.to_str().ok()));
+    let options = CallOptions { request, trace, ..CallOptions::default() };
     match g.app.call_with(&f, &params, &options) {
         Ok(answer) => {
             let mut response = respond(g, &f, answer.results.first());

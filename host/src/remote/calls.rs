@@ -42,6 +42,7 @@ use crate::component::{CallError, Component};
 use crate::contract::InterfaceId;
 use crate::deadline::Deadline;
 use crate::ledger;
+use crate::trace::{self, Attribute, Kind, Span};
 
 /// The subject a component's calls go to: `moat.<namespace>.call.<component>`.
 fn subject(nats: &Connection, component: &str) -> String {
@@ -88,6 +89,41 @@ impl Callee for RemoteComponent {
         params: &[Val],
         options: &CallOptions,
     ) -> Result<Answer> {
+        // The caller's side of the hop: the callee's host continues the
+        // trace under this span (header `traceparent`).
+        let mut span = Span::start(
+            || format!("call {} {}.{func}", self.component, import.interface).into(),
+            Kind::Client,
+            options.trace.as_ref(),
+            || {
+                vec![
+                    Attribute::new("rpc.system", "moat"),
+                    Attribute::new("rpc.service", import.to_string()),
+                    Attribute::new("rpc.method", func.to_string()),
+                    Attribute::new("moat.component", self.component.clone()),
+                ]
+            },
+        );
+        let traceparent = span.context().map(|c| trace::traceparent(&c));
+        let answer = self.send(import, func, ty, params, options, traceparent.as_deref());
+        if let Err(e) = &answer {
+            span.fail(|| format!("{e:#}"));
+        }
+        answer
+    }
+}
+
+impl RemoteComponent {
+    /// Sends one call and waits for its answer, resending while it waits.
+    fn send(
+        &self,
+        import: &InterfaceId,
+        func: &str,
+        ty: &ComponentFunc,
+        params: &[Val],
+        options: &CallOptions,
+        traceparent: Option<&str>,
+    ) -> Result<Answer> {
         let deadline = options.deadline.unwrap_or_else(|| Deadline::after(DEFAULT_TIMEOUT));
         let request = options.request.clone().unwrap_or_else(new_request_id);
         let results: Vec<Type> = ty.results().collect();
@@ -103,6 +139,9 @@ impl Callee for RemoteComponent {
             "Moat-Deadline-Ms",
             (ledger::now_ms() + deadline.remaining().as_millis() as i64).to_string().as_str(),
         );
+        if let Some(traceparent) = traceparent {
+            headers.insert("traceparent", traceparent);
+        }
         let (subject, component) = (subject(&self.nats, &self.component), self.component.clone());
         let started = std::time::Instant::now();
         let mut maybe_delivered = false;
@@ -283,7 +322,9 @@ fn answer(component: &Component, request: &async_nats::Message, skew: Duration) 
     let attempt = header("Moat-Attempt")
         .zip(header("Moat-Deadline-Ms").and_then(|d| d.parse().ok()))
         .map(|(id, deadline_ms)| Attempt { id, deadline_ms });
-    let options = CallOptions { deadline, request: header("Moat-Request-Id"), attempt };
+    let trace =
+        if crate::trace::enabled() { header("traceparent").and_then(|t| trace::parse_traceparent(&t)) } else { None };
+    let options = CallOptions { deadline, request: header("Moat-Request-Id"), attempt, trace };
     let version = component.version();
     let export = version
         .contract

@@ -276,6 +276,7 @@ fn parse(message: &jetstream::Message, topic: &str) -> Result<(OutboxEvent, i64)
         event: header("Moat-Event")?,
         payload: String::from_utf8(message.payload.to_vec()).context("an event that is not UTF-8")?,
         published_us: number("Moat-Published-Us")?,
+        trace: header("traceparent").ok(),
     };
     Ok((event, number("Moat-Prev")?))
 }

@@ -198,6 +198,9 @@ impl Relay {
             headers.insert("Moat-Prev", prev.to_string().as_str());
             headers.insert("Moat-Event", event.as_str());
             headers.insert("Moat-Published-Us", published_us.to_string().as_str());
+            if let Some(traceparent) = &row.trace {
+                headers.insert("traceparent", traceparent.as_str());
+            }
             let ack = nats
                 .js
                 .publish_with_headers(
