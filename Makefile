@@ -4,6 +4,7 @@
 #   make test    build the components (test ones too) and run every test
 #   make build   target/release/moat and the shop components where moat.toml expects them
 #   make bench   benchmarks against native baselines (docs/BENCHMARKS.md)
+#   make bench-instructions   the same rows in instructions, under callgrind
 #   make fuzz    fuzz the manifest and WAVE call parsers (bounded time; not in CI)
 
 CARGO  ?= cargo
@@ -17,7 +18,7 @@ TEST_COMPONENTS := probe stray listener forger ping tally relay product-major2 p
 
 GUEST_BUILD = $(CARGO) build --profile guest --target wasm32-wasip2
 
-.PHONY: build run test test-tools http-tools bench components test-components py-components host wasm-target clean fuzz
+.PHONY: build run test test-tools http-tools bench bench-instructions components test-components py-components host wasm-target clean fuzz
 
 build: components host
 
@@ -73,6 +74,12 @@ test-tools:
 # the same run; prints the table and writes docs/BENCHMARKS.md.
 bench: test-components
 	$(CARGO) bench -p moat --bench moat
+
+# Instructions per operation under callgrind, moat against native, into
+# docs/BENCHMARKS.md beside the times (valgrind from Debian where missing).
+bench-instructions: test-components
+	@command -v valgrind >/dev/null || (apt-get install -y -q valgrind >/dev/null 2>&1 || sudo apt-get install -y -q valgrind)
+	$(CARGO) bench -p moat --bench moat -- --instructions
 
 clean:
 	$(CARGO) clean

@@ -17,7 +17,8 @@
 //! What `moat status` reads ([`Serving`]) is kept apart from the lock, so
 //! a long call never makes status wait.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -118,9 +119,10 @@ pub struct Stats {
     /// The component's own statements, and the rows they returned or changed.
     pub statements: AtomicU64,
     pub rows: AtomicU64,
-    /// Each function called, by `qualified` name: calls by outcome and how
-    /// long they took (for metrics).
-    pub functions: parking_lot::Mutex<std::collections::BTreeMap<String, FunctionStats>>,
+    /// Each function called, by export and function name: calls by outcome
+    /// and how long they took (for metrics). Nested, so that a call finds
+    /// its entry by the names it has, allocating nothing.
+    pub functions: parking_lot::Mutex<BTreeMap<String, BTreeMap<String, FunctionStats>>>,
 }
 
 /// How a call ended, for metrics.
@@ -319,7 +321,7 @@ struct Live {
     instance: Instance,
     /// Exported functions by interface and function name, with how many
     /// results each returns.
-    funcs: HashMap<(String, String), (Func, usize)>,
+    funcs: HashMap<String, HashMap<String, (Func, usize)>>,
 }
 
 impl Component {
@@ -406,7 +408,11 @@ impl Component {
     /// Each function called so far, by qualified name
     /// (`shop:product/catalog@1.0.0.get-product`), with its calls.
     pub fn function_stats(&self) -> Vec<(String, FunctionStats)> {
-        self.stats.functions.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        let functions = self.stats.functions.lock();
+        functions
+            .iter()
+            .flat_map(|(export, funcs)| funcs.iter().map(|(func, stats)| (qualified(export, func), stats.clone())))
+            .collect()
     }
 
     /// Where this component stands.
@@ -510,18 +516,22 @@ impl Component {
             },
         );
         let parent = span.context();
-        let mut shown = String::new();
+        // The export that serves an import, once found (an export target
+        // is its own name): nothing is allocated for it on a call by export.
+        let mut serving = None;
         let mut store = StoreCounts::default();
         let result = self.unit(deadline, |u| {
             u.trace = parent.clone();
             let counted = u.db().counts();
-            let out = Self::run_call(u, target, func, params, options, &mut shown);
+            let out = Self::run_call(u, target, func, params, options, &mut serving);
             store = u.db().counts() - counted;
             out
         });
-        if shown.is_empty() {
-            shown = qualified(&target.to_string(), func);
-        }
+        let export = match (target, &serving) {
+            (Target::Export(e), _) => Cow::Borrowed(e),
+            (Target::Import(_), Some(e)) => Cow::Borrowed(e.as_str()),
+            (Target::Import(i), None) => Cow::Owned(i.to_string()),
+        };
         let outcome = match &result {
             Ok(answer) if returned_err(&answer.results) => Outcome::Err,
             Ok(_) => Outcome::Ok,
@@ -538,7 +548,7 @@ impl Component {
             let ids = parent.as_ref().map(trace::ids);
             tracing::info!(
                 component = %self.name,
-                function = %shown,
+                function = %Qualified(&export, func),
                 outcome = outcome.name(),
                 ms = seconds * 1e3,
                 trace_id = ids.as_ref().map(|i| i.0.as_str()),
@@ -552,15 +562,20 @@ impl Component {
                 span.fail(|| format!("{e:#}"));
             }
             let mut functions = self.stats.functions.lock();
-            match functions.get_mut(shown.as_str()) {
+            match functions.get_mut(export.as_ref()).and_then(|funcs| funcs.get_mut(func)) {
                 Some(stats) => stats.record(outcome, seconds),
                 // Bounded: only names the component exports reach here.
-                None => functions.entry(shown.clone()).or_default().record(outcome, seconds),
+                None => functions
+                    .entry(export.to_string())
+                    .or_default()
+                    .entry(func.to_string())
+                    .or_default()
+                    .record(outcome, seconds),
             }
         }
         result.map_err(|e| {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
-            let (component, function) = (self.name.to_string(), shown);
+            let (component, function) = (self.name.to_string(), qualified(&export, func));
             if e.is::<Reused>() {
                 return CallError::Reused { request: request.unwrap_or_default().to_string(), component, function };
             }
@@ -580,17 +595,16 @@ impl Component {
         func: &str,
         params: &[Val],
         options: &CallOptions,
-        shown: &mut String,
+        serving: &mut Option<String>,
     ) -> Result<Answer> {
         let request = options.request.as_deref();
         let export = match target {
-            Target::Export(e) => e.to_string(),
+            Target::Export(e) => e,
             Target::Import(import) => match u.version().contract.exports.iter().find(|e| e.id.serves(import)) {
-                Some(e) => e.name.clone(),
+                Some(e) => serving.insert(e.name.clone()).as_str(),
                 None => bail!(Failure::Missing),
             },
         };
-        *shown = qualified(&export, func);
         u.answers_caller = true;
         let Some(id) = request else {
             let results = u.call(&export, func, params)?;
@@ -1040,7 +1054,8 @@ impl Slot {
 
 impl Live {
     fn func(&mut self, export: &str, func: &str) -> Option<(Func, usize)> {
-        if let Some(f) = self.funcs.get(&(export.to_string(), func.to_string())) {
+        // Looked up by borrowed names: a call allocates nothing to find it.
+        if let Some(f) = self.funcs.get(export).and_then(|funcs| funcs.get(func)) {
             return Some(*f);
         }
         let iface = if export.is_empty() {
@@ -1051,7 +1066,7 @@ impl Live {
         let index = self.instance.get_export_index(&mut self.store, iface.as_ref(), func)?;
         let f = self.instance.get_func(&mut self.store, index)?;
         let width = f.ty(&self.store).results().len();
-        self.funcs.insert((export.to_string(), func.to_string()), (f, width));
+        self.funcs.entry(export.to_string()).or_default().insert(func.to_string(), (f, width));
         Some((f, width))
     }
 }
@@ -1221,7 +1236,17 @@ pub fn returned_err(results: &[Val]) -> bool {
 
 /// `interface.function`, or just `function` at the root.
 pub fn qualified(export: &str, func: &str) -> String {
-    if export.is_empty() { func.to_string() } else { format!("{export}.{func}") }
+    Qualified(export, func).to_string()
+}
+
+/// [`qualified`], written only when shown (a log line that is filtered
+/// out costs nothing).
+struct Qualified<'a>(&'a str, &'a str);
+
+impl std::fmt::Display for Qualified<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() { f.write_str(self.1) } else { write!(f, "{}.{}", self.0, self.1) }
+    }
 }
 
 /// What a trap means, in words that say which limit was hit.

@@ -8,6 +8,7 @@
 //! the date and the machine.
 
 mod http;
+mod instructions;
 mod native;
 
 use std::fmt::Write as _;
@@ -35,6 +36,12 @@ fn main() {
 
     let guests = workspace().join("target/wasm32-wasip2/guest");
     assert!(guests.join("relay.wasm").exists(), "build the components first: make bench does");
+    if args.iter().any(|a| a == "--instructions") {
+        return instructions::run();
+    }
+    if let Some(i) = args.iter().position(|a| a == "--instructions-run") {
+        return instructions::child(&guests, &args[i + 1], &args[i + 2], args[i + 3].parse().unwrap());
+    }
     // MOAT_BENCH_ROWS=call,events runs only those rows (for profiling).
     let only: Option<Vec<String>> =
         std::env::var("MOAT_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_string).collect());
@@ -62,12 +69,24 @@ fn main() {
         eprintln!("  {}", row.line());
         rows.push(row);
     }
-    let report = report(&rows, started.elapsed());
+    // Last: it turns on the export of traces, for the rest of the process.
+    if only.as_ref().is_none_or(|o| o.iter().any(|r| r == "observed")) {
+        eprintln!("bench: observed...");
+        for row in observed(&guests) {
+            eprintln!("  {}", row.line());
+            rows.push(row);
+        }
+    }
+    let mut report = report(&rows, started.elapsed());
     println!("{report}");
     if only.is_some() {
         return;
     }
     let path = workspace().join("docs/BENCHMARKS.md");
+    // The instruction counts come from `make bench-instructions`: kept.
+    if let Some(kept) = std::fs::read_to_string(&path).ok().as_deref().and_then(instructions::section) {
+        report = instructions::with_section(&report, kept);
+    }
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, report).unwrap();
     eprintln!("bench: wrote {}", path.display());
@@ -221,6 +240,177 @@ fn point_reads(guests: &Path, components: &[(&str, &str)], via: &str) -> (f64, f
         },
         |i| assert!(native::get_product(&conn, &ids[i * 7 % 1000]).is_some()),
     )
+}
+
+/// The call and unit-of-work rows again, observed: first with a Prometheus
+/// scrape of the app every 100 ms (ten times a brisk scrape interval), then
+/// with every call's spans exported over OTLP to a receiver in this process.
+/// Each is against the same rows unobserved, measured just before in the
+/// same app (traces, once on, stay on for the process: so this runs last).
+fn observed(guests: &Path) -> Vec<Row> {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Arc::new(app(dir.path(), guests, &[("product", "product"), ("order", "order")], cache()));
+    seed_products(&app, 1000);
+    let get = app.function("product", "get-product").unwrap();
+    let place = app.function("order", "place-order").unwrap();
+    let ids: Vec<String> = (0..1000).map(|i| format!("P{i:04}")).collect();
+    let call = |i: usize| {
+        let r = app.call(&get, &[Val::String(ids[i * 7 % 1000].clone())]).unwrap();
+        assert!(matches!(r[0], Val::Option(Some(_))));
+    };
+    let unit = |prefix: &str, i: usize| {
+        let line = |p: usize, q: u32| {
+            Val::Record(vec![("product-id".into(), Val::String(format!("P{p:04}"))), ("quantity".into(), Val::U32(q))])
+        };
+        let params = [
+            Val::String(format!("{prefix}{i}")),
+            Val::String("C1".into()),
+            Val::List(vec![line(i % 1000, 1), line((i + 1) % 1000, 1)]),
+        ];
+        assert!(matches!(app.call(&place, &params).unwrap()[0], Val::Result(Ok(_))));
+    };
+
+    // Metrics: scraped while the calls run, against no scrape, interleaved.
+    // The scraper scrapes only while `scraping` says so: during the scraped
+    // side of each round.
+    let (stop, scraping, scrapes) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let scraper = {
+        let (app, stop, scraping, scrapes) = (app.clone(), stop.clone(), scraping.clone(), scrapes.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if scraping.load(Ordering::Relaxed) {
+                    assert!(moat::metrics::render(&app).contains("moat_calls_total"));
+                    scrapes.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let (scraped, plain) = per_op(
+        4000,
+        |i| {
+            scraping.store(true, Ordering::Relaxed);
+            call(i)
+        },
+        |i| {
+            scraping.store(false, Ordering::Relaxed);
+            call(i)
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    scraper.join().unwrap();
+    let mut i = 0;
+    let (plain_unit, _) = per_op(
+        1000,
+        |_| {
+            i += 1;
+            unit("A", i)
+        },
+        |_| {},
+    );
+
+    // Traces: exported to an OTLP/HTTP receiver that reads and drops them.
+    let receiver = otlp_sink();
+    // SAFETY: set before the exporter reads them, while no other thread of
+    // this bench reads the environment.
+    unsafe {
+        std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.0);
+        std::env::set_var("OTEL_BSP_MAX_QUEUE_SIZE", "65536");
+    }
+    let exporting = moat::trace::init().unwrap().expect("traces exported");
+    let (traced, _) = per_op(4000, call, |_| {});
+    let mut i = 0;
+    let (traced_unit, _) = per_op(
+        1000,
+        |_| {
+            i += 1;
+            unit("B", i)
+        },
+        |_| {},
+    );
+    drop(exporting);
+    let exported = receiver.1.load(Ordering::Relaxed);
+    assert!(exported > 0, "the receiver got no spans");
+    vec![
+        Row {
+            name: "call, metrics scraped",
+            what: format!(
+                "`get-product` while `/metrics` is rendered every 100 ms ({} scrapes) vs the same calls unscraped, interleaved, {ROUNDS} rounds",
+                scrapes.load(Ordering::Relaxed)
+            ),
+            moat: us(scraped),
+            native: format!("{} (unscraped)", us(plain)),
+            ratio: scraped / plain,
+            aim: "≤ 1.05",
+            met: scraped / plain <= 1.05,
+            note: String::new(),
+        },
+        Row {
+            name: "call, traced",
+            what: format!(
+                "`get-product` with its span exported over OTLP/HTTP to a local receiver ({exported} bytes received) vs untraced, {ROUNDS} rounds each"
+            ),
+            moat: us(traced),
+            native: format!("{} (untraced)", us(plain)),
+            ratio: traced / plain,
+            aim: "report",
+            met: true,
+            note: String::new(),
+        },
+        Row {
+            name: "unit of work, traced",
+            what: "`place-order` with its 2 spans (call, publish) exported vs untraced, same app, 7 rounds each".into(),
+            moat: us(traced_unit),
+            native: format!("{} (untraced)", us(plain_unit)),
+            ratio: traced_unit / plain_unit,
+            aim: "report",
+            met: true,
+            note: String::new(),
+        },
+    ]
+}
+
+/// An OTLP/HTTP receiver that reads every request and answers 200: its
+/// endpoint and the bytes it received.
+fn otlp_sink() -> (String, Arc<AtomicU64>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let received = Arc::new(AtomicU64::new(0));
+    let counted = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                loop {
+                    let (mut line, mut length) = (String::new(), 0usize);
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        reader.read_line(&mut line).unwrap();
+                        if line.trim_end().is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    counted.fetch_add(length as u64, Ordering::Relaxed);
+                    writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+                }
+            });
+        }
+    });
+    (endpoint, received)
 }
 
 fn unit_of_work(guests: &Path) -> Row {

@@ -197,11 +197,13 @@ impl App {
 
     /// Like [`App::call`], with options.
     pub fn call_with(&self, f: &FunctionRef, params: &[Val], options: &CallOptions) -> Result<Answer, CallError> {
-        let function = crate::component::qualified(&f.export, &f.func);
         if let Some(remote) = self.remotes.get(&f.component) {
             return match remote.client.call_import(&f.interface(), &f.func, &f.ty, params, options) {
                 Ok(answer) => Ok(answer),
-                Err(source) => Err(remote_error(&f.component, function, source, options)),
+                Err(source) => {
+                    let function = crate::component::qualified(&f.export, &f.func);
+                    Err(remote_error(&f.component, function, source, options))
+                }
             };
         }
         let component = self.components.get(&f.component).expect("a FunctionRef names a loaded component");

@@ -16,8 +16,22 @@ pub struct Connection {
     pub(super) settings: NatsSettings,
     pub(super) client: async_nats::Client,
     pub(super) js: jetstream::Context,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (see `Drop`).
+    runtime: Option<tokio::runtime::Runtime>,
     stop: watch::Sender<bool>,
+}
+
+impl Drop for Connection {
+    /// The last reference may go with a task of this very runtime (one
+    /// aborted as the host stops), where dropping a runtime would panic:
+    /// there it is shut down in the background instead.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                runtime.shutdown_background();
+            }
+        }
+    }
 }
 
 impl Connection {
@@ -52,7 +66,7 @@ impl Connection {
             jetstream::new(client.clone())
         };
         let (stop, _) = watch::channel(false);
-        Ok(Arc::new(Connection { settings: settings.clone(), client, js, runtime, stop }))
+        Ok(Arc::new(Connection { settings: settings.clone(), client, js, runtime: Some(runtime), stop }))
     }
 
     /// This host's name.
@@ -84,15 +98,19 @@ impl Connection {
     {
         let (tx, rx) = std::sync::mpsc::channel();
         let me = self.clone();
-        self.runtime.spawn(async move {
+        self.runtime().spawn(async move {
             let _ = tx.send(f(me).await);
         });
         rx.recv().expect("the NATS runtime outlives its callers")
     }
 
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("the runtime lives as long as the connection")
+    }
+
     /// Spawns a task on the NATS runtime.
     pub(super) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> tokio::task::JoinHandle<()> {
-        self.runtime.spawn(task)
+        self.runtime().spawn(task)
     }
 
     /// Told when the host stops.
