@@ -207,6 +207,13 @@ fn pending_events_survive_the_process_and_are_applied_exactly_once() {
     }
     let listed = app.moat(&["events"]);
     assert_eq!(listed.stdout.matches("[listener: pending]").count(), 3, "{}", listed.stdout);
+    // Status tells how long the oldest of them has waited.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let status: serde_json::Value = serde_json::from_str(&app.moat(&["--json", "status"]).stdout).unwrap();
+    let route = &status["status"]["subscriptions"][0];
+    assert_eq!(route["head"].as_i64().unwrap() - route["cursor"].as_i64().unwrap(), 3, "{route}");
+    let waited = route["lag_seconds"].as_f64().unwrap();
+    assert!((1.1..60.0).contains(&waited), "the oldest pending event waited {waited} s");
 
     // The next process delivers what the earlier ones left, once.
     assert_eq!(app.call_ok("listener", "seen()"), r#"["created A", "created B", "created C"]"#);

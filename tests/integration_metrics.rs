@@ -66,6 +66,7 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_and_answers_for_them() {
         r#"moat_calls_total{component="order",interface="shop:order/orders@1.0.0",function="place-order",outcome="ok"} 1"#,
         r#"moat_call_duration_seconds_count{component="product",interface="shop:product/catalog@1.0.0",function="get-product"} 2"#,
         r#"moat_route_lag_events{publisher="product",subscriber="order",topic="shop:product"} 0"#,
+        r#"moat_route_lag_seconds{publisher="product",subscriber="order",topic="shop:product"} 0"#,
         r#"moat_route_events_applied_total{publisher="product",subscriber="order",topic="shop:product"} 1"#,
         r#"moat_events_published_total{publisher="order",topic="shop:order"} 1"#,
         r#"moat_instance_restarts_total{component="product"} 0"#,

@@ -269,6 +269,16 @@ pub fn outbox_head(c: &Connection, topic: &str) -> rusqlite::Result<i64> {
     Ok(head.unwrap_or(0))
 }
 
+/// When the first event of `topic` after `after` was published (µs since
+/// the Unix epoch), if there is one.
+pub fn published_after(c: &Connection, topic: &str, after: i64) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached(
+        r#"SELECT published_us FROM main."_moat_outbox" WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT 1"#,
+    )?
+    .query_row(params![topic, after], |r| r.get(0))
+    .optional()
+}
+
 /// The oldest event of `topic` still kept.
 pub fn outbox_first(c: &Connection, topic: &str) -> rusqlite::Result<Option<i64>> {
     c.prepare_cached(r#"SELECT min(seq) FROM main."_moat_outbox" WHERE topic = ?1"#)?.query_row([topic], |r| r.get(0))

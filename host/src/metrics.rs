@@ -88,6 +88,7 @@ pub fn render(app: &App) -> String {
         ("moat_route_lag_events", "gauge", "Events published on a route and not yet applied or dead-lettered.", 3),
         ("moat_route_failing", "gauge", "1 while a route keeps failing at one event, else 0.", 4),
         ("moat_route_dead_letters", "gauge", "Dead letters of a route waiting in its subscriber's database.", 5),
+        ("moat_route_lag_seconds", "gauge", "How long the oldest event a route has not yet applied has waited.", 6),
     ] {
         out.family(name, kind, help);
         for r in &routes {
@@ -97,8 +98,12 @@ pub fn render(app: &App) -> String {
                 2 => r.dead_lettered as f64,
                 3 => (r.head - r.cursor).max(0) as f64,
                 4 => f64::from(u8::from(r.failing_attempts.is_some())),
-                _ => match r.dead_letters {
+                5 => match r.dead_letters {
                     Some(n) => n as f64,
+                    None => continue,
+                },
+                _ => match r.lag_seconds {
+                    Some(s) => s,
                     None => continue,
                 },
             };

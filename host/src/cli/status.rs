@@ -168,7 +168,13 @@ fn print_local(status: &Status, host: Option<&str>) {
                 format!("{} -> {} ({})", sub.publisher, sub.subscriber, sub.topic),
                 s.cursor.to_string(),
                 s.head.to_string(),
-                (s.head - s.cursor).max(0).to_string(),
+                match (s.head - s.cursor).max(0) {
+                    0 => "0".to_string(),
+                    n => match s.lag_seconds {
+                        Some(secs) => format!("{n} ({secs:.1} s)"),
+                        None => n.to_string(),
+                    },
+                },
                 s.dead_letters.map_or("-".into(), |n| n.to_string()),
                 latency,
                 failing,

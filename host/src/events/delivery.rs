@@ -123,6 +123,11 @@ pub struct RouteStatus {
     /// be retried (`moat dlq --retry`) or left; `None` if it could not be read.
     #[serde(default)]
     pub dead_letters: Option<u64>,
+    /// How long the oldest event not yet applied has waited, in seconds (0
+    /// when caught up; `None` where it cannot be read, as for a publisher
+    /// on another host).
+    #[serde(default)]
+    pub lag_seconds: Option<f64>,
     /// Time from publish to applied, median and 99th percentile, in
     /// milliseconds, over the last deliveries (none yet: `None`).
     pub latency_p50_ms: Option<f64>,
@@ -215,6 +220,7 @@ impl Delivery {
             retried: state.retried,
             dead_lettered: state.dead_lettered,
             dead_letters: waiting.as_ref().map(|(n, _)| *n),
+            lag_seconds: None,
             latency_p50_ms: latencies.quantile(0.5),
             latency_p99_ms: latencies.quantile(0.99),
         }

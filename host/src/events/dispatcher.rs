@@ -257,7 +257,16 @@ impl Dispatcher {
                     route.delivery.record_error(&format!("reading the outbox: {e:#}"));
                     0
                 });
-                route.delivery.status(head)
+                let mut status = route.delivery.status(head);
+                // How long the oldest event not yet applied has waited.
+                status.lag_seconds = if status.cursor >= status.head {
+                    Some(0.0)
+                } else {
+                    let topic = &route.delivery.sub.topic;
+                    let oldest = route.read(|c| ledger::published_after(c, topic, status.cursor)).ok().flatten();
+                    oldest.map(|us| (ledger::now_us() - us).max(0) as f64 / 1e6)
+                };
+                status
             })
             .collect()
     }
