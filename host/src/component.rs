@@ -607,19 +607,19 @@ impl Component {
         };
         u.answers_caller = true;
         let Some(id) = request else {
-            let results = u.call(&export, func, params)?;
+            let results = u.call(export, func, params)?;
             if returned_err(&results) {
                 u.discard();
             }
             return Ok(Answer { results, replayed: None });
         };
-        let fingerprint = fingerprint(&export, func, params);
+        let fingerprint = fingerprint(export, func, params);
         if let Some(done) = u.db().host(|c| ledger::request(c, id))? {
             u.discard();
             if done.fingerprint != fingerprint {
                 bail!(Reused);
             }
-            let results = replay(&u.version().contract, &export, func, &done.result)?;
+            let results = replay(&u.version().contract, export, func, &done.result)?;
             // Committed by this very attempt (an earlier resend of it):
             // its own result, not a replay.
             let attempt = options.attempt.as_ref().map(|a| &a.id);
@@ -627,7 +627,7 @@ impl Component {
             return Ok(Answer { results, replayed: (!own).then_some(done.committed_ms) });
         }
         u.request = Some(id.to_string());
-        let results = u.call(&export, func, params)?;
+        let results = u.call(export, func, params)?;
         if returned_err(&results) {
             // Nothing took effect: a retry with the id runs again.
             u.discard();

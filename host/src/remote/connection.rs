@@ -26,10 +26,10 @@ impl Drop for Connection {
     /// aborted as the host stops), where dropping a runtime would panic:
     /// there it is shut down in the background instead.
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                runtime.shutdown_background();
-            }
+        if let Some(runtime) = self.runtime.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            runtime.shutdown_background();
         }
     }
 }
