@@ -55,12 +55,13 @@ impl Receiver {
     }
 
     /// The spans of `trace` once every name in `names` has arrived (the
-    /// exporter sends in batches, a moment after the spans end).
+    /// exporter sends in batches, a moment after the spans end); any
+    /// trace's, with `trace` empty.
     fn trace(&self, trace: &str, names: &[&str]) -> Vec<Received> {
         let started = Instant::now();
         loop {
             let spans: Vec<Received> =
-                self.spans.lock().unwrap().iter().filter(|s| s.trace == trace).cloned().collect();
+                self.spans.lock().unwrap().iter().filter(|s| trace.is_empty() || s.trace == trace).cloned().collect();
             if names.iter().all(|n| spans.iter().any(|s| s.name == *n)) {
                 return spans;
             }
@@ -284,6 +285,18 @@ fn one_trace_follows_an_order_through_a_call_the_outbox_and_both_handlers() {
         .query_row(r#"SELECT count(*) FROM _moat_outbox WHERE trace LIKE '00-' || ?1 || '-%'"#, [TRACE], |r| r.get(0))
         .unwrap();
     assert_eq!(traced, 2, "placed and submitted carry the trace");
+
+    // A swap is a trace of its own, with the migration under it.
+    let swapped = app.moat(&["swap", "product", guest("product_v2").to_str().unwrap()]);
+    assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+    let spans = receiver.trace("", &["swap product"]);
+    let swap = spans.iter().find(|s| s.name == "swap product").unwrap();
+    assert_eq!(swap.attributes["moat.outcome"], "ok");
+    // (The host's start migrated too: a root span of its own.)
+    let migrate = receiver.trace(&swap.trace, &["product migrate"]).into_iter().find(|s| s.name == "product migrate");
+    let migrate = migrate.unwrap();
+    assert_eq!(migrate.parent, swap.span, "the swap's migration runs under the swap");
+    assert_eq!(migrate.attributes["moat.schema.from"], "1.0");
 }
 
 #[test]
