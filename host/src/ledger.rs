@@ -26,8 +26,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 /// Every object the host keeps in a component's database.
-pub const HOST_OBJECTS: &[&str] =
-    &["_moat_meta", "_moat_outbox", "_moat_outbox_by_topic", "_moat_cursor", "_moat_dead_letter", "_moat_request"];
+pub const HOST_OBJECTS: &[&str] = &[
+    "_moat_meta",
+    "_moat_outbox",
+    "_moat_outbox_by_topic",
+    "_moat_cursor",
+    "_moat_dead_letter",
+    "_moat_request",
+    "_moat_request_by_time",
+];
 
 /// Longest error text kept with a dead letter: the rest is cut, so that no
 /// handler's error can fill its own database, or the host's memory.
@@ -68,7 +75,9 @@ const TABLES: &str = r#"
         committed_ms INTEGER NOT NULL,
         attempt      TEXT,
         deadline_ms  INTEGER NOT NULL
-    ) WITHOUT ROWID;"#;
+    ) WITHOUT ROWID;
+    -- Pruning deletes the records past retention without reading the rest.
+    CREATE INDEX IF NOT EXISTS main."_moat_request_by_time" ON "_moat_request" (committed_ms);"#;
 
 /// Creates the host's tables, and upgrades those an earlier moat made.
 pub fn ensure_tables(c: &Connection) -> rusqlite::Result<()> {
@@ -293,14 +302,29 @@ pub fn has_outbox(c: &Connection) -> rusqlite::Result<bool> {
 /// Deletes events of `topic` up to `upto` published before `before_us`,
 /// except the newest event of the whole outbox (so sequence numbers never go
 /// back), and records the last one deleted. Returns it.
+///
+/// Events are appended in the order they are published, so what can go is
+/// the oldest: the walk starts at the oldest kept and stops at the first
+/// still within retention. It reads what it deletes and one row more, so a
+/// prune with nothing to delete costs one row however much the outbox keeps
+/// (a `max(seq)` over the rows matching `published_us` read them all, on
+/// every settle: a third of the instructions of delivering an event).
 pub fn prune(c: &Connection, topic: &str, upto: i64, before_us: i64) -> rusqlite::Result<Option<i64>> {
-    let last: Option<i64> = c
-        .prepare_cached(
-            r#"SELECT max(seq) FROM main."_moat_outbox"
-               WHERE topic = ?1 AND seq <= ?2 AND published_us < ?3
-                 AND seq < (SELECT max(seq) FROM main."_moat_outbox")"#,
-        )?
-        .query_row(params![topic, upto, before_us], |r| r.get(0))?;
+    let newest: Option<i64> =
+        c.prepare_cached(r#"SELECT max(seq) FROM main."_moat_outbox""#)?.query_row([], |r| r.get(0))?;
+    let Some(newest) = newest else { return Ok(None) };
+    let mut oldest_first = c.prepare_cached(
+        r#"SELECT seq, published_us FROM main."_moat_outbox" WHERE topic = ?1 AND seq <= ?2 AND seq < ?3 ORDER BY seq"#,
+    )?;
+    let mut rows = oldest_first.query(params![topic, upto, newest])?;
+    let mut last = None;
+    while let Some(row) = rows.next()? {
+        if row.get::<_, i64>(1)? >= before_us {
+            break;
+        }
+        last = Some(row.get::<_, i64>(0)?);
+    }
+    drop(rows);
     if let Some(last) = last {
         c.prepare_cached(r#"DELETE FROM main."_moat_outbox" WHERE topic = ?1 AND seq <= ?2"#)?
             .execute(params![topic, last])?;
@@ -524,4 +548,85 @@ pub fn now_us() -> i64 {
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     now_us() / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An outbox holding `times.len()` events of `topic`, published at those
+    /// times (µs), then one event of another topic, the newest of all.
+    fn outbox(times: &[i64]) -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        ensure_tables(&c).unwrap();
+        for (i, at) in times.iter().enumerate() {
+            append(&c, "t", "e", &format!("e{i}"), *at, None).unwrap();
+        }
+        append(&c, "other", "e", "last", 1_000_000, None).unwrap();
+        c
+    }
+
+    fn kept(c: &Connection) -> Vec<i64> {
+        c.prepare("SELECT seq FROM main.\"_moat_outbox\" WHERE topic = 't' ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn prune_deletes_the_oldest_events_past_retention_that_every_subscriber_has() {
+        let c = outbox(&[10, 20, 30, 40, 50]);
+        // Nothing is older than 10: nothing goes.
+        assert_eq!(prune(&c, "t", 5, 10).unwrap(), None);
+        assert_eq!(kept(&c), [1, 2, 3, 4, 5]);
+        // Older than 35, but the subscribers have only read up to 2.
+        assert_eq!(prune(&c, "t", 2, 35).unwrap(), Some(2));
+        assert_eq!(kept(&c), [3, 4, 5]);
+        assert_eq!(pruned(&c, "t").unwrap(), Some(2));
+        // Read up to 5; older than 45 are 3 and 4.
+        assert_eq!(prune(&c, "t", 5, 45).unwrap(), Some(4));
+        assert_eq!(kept(&c), [5]);
+        assert_eq!(prune(&c, "t", 5, 45).unwrap(), None);
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_event_of_the_outbox_so_sequence_numbers_never_go_back() {
+        let c = Connection::open_in_memory().unwrap();
+        ensure_tables(&c).unwrap();
+        for at in [10, 20] {
+            append(&c, "t", "e", "x", at, None).unwrap();
+        }
+        assert_eq!(prune(&c, "t", 2, 1_000).unwrap(), Some(1));
+        assert_eq!(kept(&c), [2]);
+        // An empty outbox has nothing to prune.
+        c.execute_batch("DELETE FROM main.\"_moat_outbox\"").unwrap();
+        assert_eq!(prune(&c, "t", 9, 1_000).unwrap(), None);
+    }
+
+    #[test]
+    fn pruning_request_records_reads_only_those_past_retention() {
+        let c = Connection::open_in_memory().unwrap();
+        ensure_tables(&c).unwrap();
+        let plan: Vec<String> = c
+            .prepare(r#"EXPLAIN QUERY PLAN DELETE FROM main."_moat_request" WHERE committed_ms < 1"#)
+            .unwrap()
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(plan.iter().any(|p| p.contains("_moat_request_by_time")), "{plan:?}");
+        let record = |ms| RequestRecord {
+            fingerprint: "f".into(),
+            result: "r".into(),
+            committed_ms: ms,
+            attempt: None,
+            deadline_ms: ms,
+        };
+        record_request(&c, "old", &record(10)).unwrap();
+        record_request(&c, "new", &record(20)).unwrap();
+        assert_eq!(prune_requests(&c, 15).unwrap(), 1);
+        assert!(request(&c, "old").unwrap().is_none() && request(&c, "new").unwrap().is_some());
+    }
 }
