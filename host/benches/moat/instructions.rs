@@ -27,7 +27,12 @@ use super::{native, workspace};
 pub const BEGIN: &str = "<!-- instructions: make bench-instructions -->";
 pub const END: &str = "<!-- /instructions -->";
 
-/// The rows: name, slug, operations counted. The traced rows count moat
+/// Events per batch of the events row.
+const EVENTS: u64 = 1000;
+
+/// The rows: name, slug, operations counted (for events: batches of
+/// `EVENTS` events, published by one call and applied by a settle, whose
+/// route workers are counted too; reported per event). The traced rows count moat
 /// exporting spans against moat untraced (in their "native" column): the
 /// cost on the calling thread (spans are exported on a thread of their own,
 /// which callgrind does not count here).
@@ -35,6 +40,7 @@ const ROWS: &[(&str, &str, u64)] = &[
     ("call", "call", 2000),
     ("cross-component call", "cross", 2000),
     ("unit of work", "unit", 500),
+    ("events, per event", "events", 20),
     ("call, traced (vs untraced)", "call-traced", 2000),
     ("unit of work, traced (vs untraced)", "unit-traced", 500),
 ];
@@ -59,8 +65,13 @@ pub fn run() {
             // Both sides of a traced row run moat.
             let counted = if slug.ends_with("-traced") { "moat" } else { side };
             eprintln!("bench-instructions: {name}, {side} ({n} operations under callgrind)...");
-            let status = Command::new("valgrind")
-                .args(["--tool=callgrind", "--collect-atstart=no", "--quiet"])
+            let mut valgrind = Command::new("valgrind");
+            valgrind.args(["--tool=callgrind", "--collect-atstart=no", "--quiet"]);
+            if *slug == "events" {
+                // A settle delivers each route on a thread of its own.
+                valgrind.arg("--toggle-collect=*dispatcher::Route::settle*");
+            }
+            let status = valgrind
                 .arg(format!("--toggle-collect=*measured_{counted}*"))
                 .arg(format!("--callgrind-out-file={}", file.display()))
                 .arg(&me)
@@ -68,13 +79,15 @@ pub fn run() {
                 .status()
                 .expect("valgrind is installed (Debian package valgrind; make test-tools installs it)");
             assert!(status.success(), "callgrind run of {slug} {side} failed");
-            per[k] = total_instructions(&file) as f64 / *n as f64;
+            let operations = if *slug == "events" { n * EVENTS } else { *n };
+            per[k] = total_instructions(&file) as f64 / operations as f64;
             if *side == "moat" {
                 let annotated = Command::new("callgrind_annotate").arg("--inclusive=yes").arg(&file).output().unwrap();
                 std::fs::write(out.join(format!("{slug}-moat.txt")), annotated.stdout).unwrap();
             }
         }
-        let line = format!("| {name} | {n} | {:.0} | {:.0} | {:.2} |\n", per[0], per[1], per[0] / per[1]);
+        let shown = if *slug == "events" { format!("{} events", n * EVENTS) } else { n.to_string() };
+        let line = format!("| {name} | {shown} | {:.0} | {:.0} | {:.2} |\n", per[0], per[1], per[0] / per[1]);
         eprint!("  {line}");
         table.push_str(&line);
     }
@@ -124,6 +137,9 @@ pub fn child(guests: &Path, slug: &str, side: &str, n: u64) {
         (None, side) => (slug, side, None),
     };
     let dir = tempfile::tempdir().unwrap();
+    if slug == "events" {
+        return events(dir.path(), guests, side, n);
+    }
     let components: &[(&str, &str)] = match slug {
         "call" => &[("product", "product")],
         "cross" => &[("product", "product"), ("relay", "relay")],
@@ -189,6 +205,30 @@ pub fn child(guests: &Path, slug: &str, side: &str, n: u64) {
         };
         warm_then(&mut op, n, measured_moat);
     }
+}
+
+/// `n` batches of `EVENTS` events: published by the probe's one call and
+/// applied to the tally by a settle, against the same natively.
+fn events(dir: &Path, guests: &Path, side: &str, n: u64) {
+    let mut batch = 0;
+    if side == "native" {
+        let mut pipeline = native::Pipeline::new(dir);
+        let mut op = || {
+            batch += 1;
+            pipeline.publish(&format!("b{batch}"), EVENTS as usize);
+            assert_eq!(pipeline.drain(EVENTS as usize).len(), EVENTS as usize);
+        };
+        return warm_then(&mut op, n, measured_native);
+    }
+    let app = open(dir, guests, &[("probe", "probe"), ("tally", "tally")]);
+    let f = app.function("probe", "publish-numbered").unwrap();
+    let mut op = || {
+        batch += 1;
+        app.call(&f, &[Val::String(format!("b{batch}")), Val::U32(EVENTS as u32)]).unwrap();
+        let settled = app.settle(std::time::Duration::from_secs(600)).unwrap();
+        assert_eq!(settled.delivered, EVENTS as usize);
+    };
+    warm_then(&mut op, n, measured_moat);
 }
 
 fn warm_then(op: &mut dyn FnMut(), n: u64, measured: fn(&mut dyn FnMut(), u64)) {

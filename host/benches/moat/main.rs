@@ -499,19 +499,28 @@ fn parallel(guests: &Path) -> Row {
     seed_products(&app, 100);
     let place = app.function("order", "place-order").unwrap();
     for i in 0..100 {
-        let line = Val::Record(vec![
-            ("product-id".into(), Val::String(format!("P{i:04}"))),
-            ("quantity".into(), Val::U32(1)),
-        ]);
+        let line =
+            Val::Record(vec![("product-id".into(), Val::String(format!("P{i:04}"))), ("quantity".into(), Val::U32(1))]);
         let params = [Val::String(format!("O{i:04}")), Val::String("C1".into()), Val::List(vec![line])];
         app.call(&place, &params).unwrap();
     }
-    let (get_product, get_order) = (app.function("product", "get-product").unwrap(), app.function("order", "get-order").unwrap());
+    let (get_product, get_order) =
+        (app.function("product", "get-product").unwrap(), app.function("order", "get-order").unwrap());
     let window = Duration::from_millis(500);
     let moat = scaling(
         window,
-        &|i| assert!(matches!(app.call(&get_product, &[Val::String(format!("P{:04}", i % 100))]).unwrap()[0], Val::Option(Some(_)))),
-        &|i| assert!(matches!(app.call(&get_order, &[Val::String(format!("O{:04}", i % 100))]).unwrap()[0], Val::Option(Some(_)))),
+        &|i| {
+            assert!(matches!(
+                app.call(&get_product, &[Val::String(format!("P{:04}", i % 100))]).unwrap()[0],
+                Val::Option(Some(_))
+            ))
+        },
+        &|i| {
+            assert!(matches!(
+                app.call(&get_order, &[Val::String(format!("O{:04}", i % 100))]).unwrap()[0],
+                Val::Option(Some(_))
+            ))
+        },
     );
     // Natively: the same point reads, on two databases, one connection each.
     let (a, b) = (
