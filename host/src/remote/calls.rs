@@ -19,7 +19,8 @@
 //!
 //! Request headers `Moat-Import` (the interface as the caller imports it),
 //! `Moat-Function`, `Moat-Request-Id`, `Moat-Deadline-Ms` and `Moat-Attempt`
-//! (the same on every resend of one call); the body is the arguments in [`codec`]. The reply's
+//! (the same on every resend of one call), and a W3C `traceparent` when
+//! traces are exported; the body is the arguments in [`codec`]. The reply's
 //! body is the results (with `Moat-Replayed-Committed-Ms` if an earlier call
 //! under the id committed them), or `Moat-Outcome` and `Moat-Error` say why
 //! not. The callee decodes with its own types and runs the call as a unit of
@@ -322,8 +323,7 @@ fn answer(component: &Component, request: &async_nats::Message, skew: Duration) 
     let attempt = header("Moat-Attempt")
         .zip(header("Moat-Deadline-Ms").and_then(|d| d.parse().ok()))
         .map(|(id, deadline_ms)| Attempt { id, deadline_ms });
-    let trace =
-        if crate::trace::enabled() { header("traceparent").and_then(|t| trace::parse_traceparent(&t)) } else { None };
+    let trace = trace::incoming(header("traceparent").as_deref());
     let options = CallOptions { deadline, request: header("Moat-Request-Id"), attempt, trace };
     let version = component.version();
     let export = version

@@ -7,6 +7,8 @@
 //! failure the window is sent again from its start: JetStream's dedup (by
 //! message id) drops what had arrived, and each message names the event
 //! before it (`Moat-Prev`) so that a consumer never applies past a gap.
+//! An event published under a span carries it as a W3C `traceparent`
+//! header: the subscriber's host applies it under that trace.
 
 use std::path::PathBuf;
 use std::sync::Arc;
