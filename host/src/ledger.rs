@@ -606,6 +606,24 @@ mod tests {
     }
 
     #[test]
+    fn an_outbox_made_before_traces_gains_their_column_and_keeps_its_events() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            r#"CREATE TABLE main."_moat_outbox" (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, event TEXT NOT NULL,
+                   payload TEXT NOT NULL, published_us INTEGER NOT NULL);
+               INSERT INTO main."_moat_outbox" VALUES (1, 't', 'e', 'old', 5);"#,
+        )
+        .unwrap();
+        ensure_tables(&c).unwrap();
+        ensure_tables(&c).unwrap();
+        append(&c, "t", "e", "new", 6, Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")).unwrap();
+        let events = outbox_after(&c, "t", 0, 10).unwrap();
+        let shown: Vec<(&str, Option<&str>)> =
+            events.iter().map(|e| (e.payload.as_str(), e.trace.as_deref())).collect();
+        assert_eq!(shown, [("old", None), ("new", Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))]);
+    }
+
+    #[test]
     fn pruning_request_records_reads_only_those_past_retention() {
         let c = Connection::open_in_memory().unwrap();
         ensure_tables(&c).unwrap();
