@@ -824,10 +824,7 @@ impl Component {
     /// The span of one event's delivery: a child of the span that published
     /// it, whose context the outbox row (or the NATS message) carries.
     fn delivery_span(&self, publisher: &str, event: &OutboxEvent) -> Span {
-        if !trace::enabled() {
-            return Span::default();
-        }
-        let parent = event.trace.as_deref().and_then(trace::parse_traceparent);
+        let parent = trace::incoming(event.trace.as_deref());
         Span::start(
             || format!("{} handle {} {}", self.name, event.topic, event.event).into(),
             Kind::Consumer,

@@ -476,18 +476,18 @@ pub fn dead_letters_waiting(
     publisher: &str,
     topic: &str,
 ) -> rusqlite::Result<(u64, Option<(String, i64)>)> {
-    c.prepare_cached(r#"SELECT count(*), max(id) FROM main."_moat_dead_letter" WHERE publisher = ?1 AND topic = ?2"#)?
-        .query_row([publisher, topic], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)))
-        .and_then(|(n, newest)| {
-            let newest = match newest {
-                Some(id) => c
-                    .prepare_cached(r#"SELECT error, failed_ms FROM main."_moat_dead_letter" WHERE id = ?1"#)?
-                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?,
-                None => None,
-            };
-            Ok((n.max(0) as u64, newest))
-        })
+    // The newest letter's row, with the count beside it; no row: none wait.
+    let newest = c
+        .prepare_cached(
+            r#"SELECT count(*) OVER (), error, failed_ms FROM main."_moat_dead_letter"
+               WHERE publisher = ?1 AND topic = ?2 ORDER BY id DESC LIMIT 1"#,
+        )?
+        .query_row([publisher, topic], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    Ok(match newest {
+        Some((n, error, at)) => (n.max(0) as u64, Some((error, at))),
+        None => (0, None),
+    })
 }
 
 /// Every dead letter, oldest first.

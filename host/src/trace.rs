@@ -143,6 +143,8 @@ pub fn traceparent(context: &Parent) -> String {
 
 /// Reads a W3C `traceparent`; `None` if it is not one (a malformed header is
 /// ignored, as the W3C spec asks: the request starts a trace of its own).
+/// Not the SDK's `TraceContextPropagator`: it accepts ids shorter than the
+/// spec's 32 and 16 hex digits, and this reads headers from other hosts.
 pub fn parse_traceparent(header: &str) -> Option<Parent> {
     let mut parts = header.trim().split('-');
     let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -165,8 +167,8 @@ pub fn parse_traceparent(header: &str) -> Option<Parent> {
     context.is_valid().then_some(context)
 }
 
-/// The parent a request names in its `traceparent` header, when spans are
-/// being recorded (otherwise the header is not even read).
+/// The parent a request (or a stored event) names in its `traceparent`,
+/// when spans are being recorded (otherwise it is not even read).
 pub fn incoming(header: Option<&str>) -> Option<Parent> {
     if !enabled() {
         return None;

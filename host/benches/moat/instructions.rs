@@ -18,10 +18,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use moat::{App, Manifest, Plan, Runtime};
+use moat::App;
 use wasmtime::component::Val;
 
-use super::{native, workspace};
+use super::{app, native, seed_products, workspace};
 
 /// Where the table starts and ends in docs/BENCHMARKS.md.
 pub const BEGIN: &str = "<!-- instructions: make bench-instructions -->";
@@ -170,14 +170,7 @@ pub fn child(guests: &Path, slug: &str, side: &str, n: u64) {
         return;
     }
     let app = open(dir.path(), guests, components);
-    for id in &ids {
-        app.call_wave(
-            "product",
-            &format!(r#"create-product({{product-id: "{id}", name: "Product", price: 1000, stock: 1000000}})"#),
-        )
-        .unwrap();
-    }
-    app.settle(std::time::Duration::from_secs(600)).unwrap();
+    seed_products(&app, PRODUCTS);
     if slug == "unit" {
         let f = app.function("order", "place-order").unwrap();
         let line = |p: usize, q: u32| {
@@ -257,14 +250,7 @@ fn measured_native(op: &mut dyn FnMut(), n: u64) {
     }
 }
 
+/// The bench's app, with the compile cache of code compiled under valgrind.
 fn open(dir: &Path, guests: &Path, components: &[(&str, &str)]) -> App {
-    let mut toml = String::new();
-    for (name, file) in components {
-        toml.push_str(&format!("[components.{name}]\npath = {:?}\n", guests.join(format!("{file}.wasm"))));
-    }
-    let path = dir.join("moat.toml");
-    std::fs::write(&path, &toml).unwrap();
-    let cache = workspace().join("target/moat-callgrind-cache");
-    let runtime = Runtime::new(Some(cache)).unwrap();
-    Plan::new(Manifest::load(&path).unwrap(), runtime, &dir.join("data")).unwrap().open().unwrap()
+    app(dir, guests, components, Some(workspace().join("target/moat-callgrind-cache")))
 }
