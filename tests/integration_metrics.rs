@@ -10,13 +10,24 @@ use crate::common::*;
 
 /// `GET path` on `addr`; the body.
 fn get(addr: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: moat\r\n\r\n").unwrap();
+    match request(addr, path) {
+        Ok(body) => body,
+        Err(head) => panic!("GET {path}: {head}"),
+    }
+}
+
+/// `GET path` on `addr`: the body of a `200`, or else the response's head.
+fn request(addr: &str, path: &str) -> Result<String, String> {
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: moat\r\n\r\n").map_err(|e| e.to_string())?;
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    stream.read_to_string(&mut answer).map_err(|e| e.to_string())?;
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    body.to_string()
+    if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") {
+        Ok(body.to_string())
+    } else {
+        Err(head.to_string())
+    }
 }
 
 fn tool(name: &str) -> String {
@@ -135,11 +146,17 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_and_answers_for_them() {
     let query = "/api/v1/query?query=moat_calls_total%7Bfunction%3D%22get-product%22%2Coutcome%3D%22ok%22%7D";
     let started = Instant::now();
     let answer = loop {
-        let answer = std::net::TcpStream::connect(&web).ok().map(|_| get(&web, query));
-        if let Some(answer) = answer.filter(|a| a.contains("\"result\":[{")) {
-            break answer;
+        // Until it is up and ready, Prometheus refuses connections, then
+        // answers 503.
+        let answer = request(&web, query);
+        match answer {
+            Ok(answer) if answer.contains("\"result\":[{") => break answer,
+            _ => {}
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "prometheus did not report the series within 60 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "prometheus did not report the series within 60 s: {answer:?}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     };
     let json: serde_json::Value = serde_json::from_str(&answer).unwrap();
