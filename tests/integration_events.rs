@@ -126,6 +126,30 @@ fn a_handler_that_fails_twice_then_succeeds_is_applied_once() {
     assert_eq!(app.moat(&["dlq", "listener"]).stdout.trim(), "no dead letters in `listener`");
 }
 
+/// A failure in the middle of a batch: the events before it take effect
+/// once (the batch is rolled back and they are applied again without it),
+/// and it and the events after it follow once it succeeds.
+#[test]
+fn an_event_failing_inside_a_batch_leaves_the_others_applied_once_in_order() {
+    let app = listened(5);
+    let open = app.open();
+    for id in ["OK-A", "OK-B", "FAIL2-C", "OK-D"] {
+        call(&open, "product", &create(id)).unwrap();
+    }
+    // All four are waiting: one settle delivers them as one batch.
+    let settled = open.settle(Duration::from_secs(10)).unwrap();
+    assert!(settled.complete, "{settled:?}");
+    assert_eq!(
+        call(&open, "listener", "seen()").unwrap(),
+        r#"["created OK-A", "created OK-B", "created FAIL2-C", "created OK-D"]"#
+    );
+    let status = open.status();
+    let route = status.subscriptions.iter().find(|r| r.subscription.subscriber == "listener").unwrap();
+    assert_eq!((route.applied, route.retried, route.dead_lettered), (4, 2, 0), "{route:?}");
+    let seen: i64 = app.db("listener").query_row("SELECT count(*) FROM seen", [], |r| r.get(0)).unwrap();
+    assert_eq!(seen, 4);
+}
+
 #[test]
 fn a_handler_that_always_fails_is_dead_lettered_later_events_flow_and_redrive_applies_it_once() {
     let app = listened(3);

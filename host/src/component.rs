@@ -757,17 +757,51 @@ impl Component {
     }
 
     /// Applies a batch of `publisher`'s events to this component's handler of
-    /// `topic`, in one unit of work that also advances the cursor: each event
-    /// in a savepoint of its own, stopping at the first that fails.
+    /// `topic`, stopping at the first that fails: the events before it take
+    /// effect, together with the cursor, and it and the rest do not.
+    ///
+    /// Handlers rarely fail, so a batch runs as one unit of work with no
+    /// savepoint per event (a `SAVEPOINT`/`RELEASE` pair costs about what a
+    /// handler's own upsert does). When an event fails, that unit rolls back
+    /// whole and the events before it run again in a unit of their own: the
+    /// same events on the same database, so they take effect as they did
+    /// (and should one fail this time, the batch shrinks again).
     pub fn handle_events(&self, publisher: &str, topic: &str, batch: &[OutboxEvent]) -> Result<Handled> {
+        let mut failed = None;
+        let mut end = batch.len();
+        loop {
+            match self.apply_events(publisher, topic, &batch[..end])? {
+                Pass::Applied(applied) => {
+                    let through = applied.checked_sub(1).map(|last| batch[last].seq);
+                    // The failed event counts only once all before it took effect.
+                    let failed = if applied == end { failed } else { None };
+                    return Ok(Handled { applied, through, failed });
+                }
+                Pass::Failed { at, why } => {
+                    failed = Some((batch[at].seq, why));
+                    end = at;
+                    if end == 0 {
+                        return Ok(Handled { applied: 0, through: None, failed });
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass of [`Component::handle_events`]: `batch` in one unit of work
+    /// with the cursor (or its first events, if applying them all would hold
+    /// the component past `BATCH_SLICE`), or nothing if an event fails.
+    fn apply_events(&self, publisher: &str, topic: &str, batch: &[OutboxEvent]) -> Result<Pass> {
         self.unit(self.deadline(), |u| {
             let (handler, ty) = handler_for(&u.version().contract, topic)?;
-            let mut handled = Handled { applied: 0, through: None, failed: None };
             let started = Instant::now();
-            for event in batch {
+            // Spans stay open until the pass ends: a pass rolled back says so
+            // on each event it had applied.
+            let mut spans: Vec<Span> = Vec::new();
+            for (i, event) in batch.iter().enumerate() {
                 // A long batch yields the component to its callers now and
                 // then: what is applied commits, the rest comes next batch.
-                if handled.applied > 0 && started.elapsed() > BATCH_SLICE {
+                if i > 0 && started.elapsed() > BATCH_SLICE {
                     break;
                 }
                 // Each event gets the whole of the component's deadline.
@@ -775,49 +809,29 @@ impl Component {
                 let mut span = self.delivery_span(publisher, event);
                 u.trace = span.context();
                 let counted = u.db().counts();
-                if let Err(e) = u.db().savepoint() {
-                    handled = Handled { applied: 0, through: None, failed: Some((event.seq, format!("{e:#}"))) };
-                    u.discard();
-                    return Ok(handled);
-                }
-                let outcome = u.handle(&handler, &ty, &event.payload);
+                // A handler that returned `ok` after SQLite ended the unit's
+                // transaction (a full disk) failed all the same.
+                let outcome = u
+                    .handle(&handler, &ty, &event.payload)
+                    .and_then(|()| u.db().ensure_intact(|| "ended inside a handler".into()).map_err(|e| e.to_string()));
                 let store = u.db().counts() - counted;
                 span.set(|| Attribute::new("moat.store.statements", store.statements as i64));
                 span.set(|| Attribute::new("moat.store.rows", store.rows as i64));
-                if let Err(why) = &outcome {
+                if let Err(why) = outcome {
                     span.fail(|| why.clone());
-                }
-                match outcome {
-                    Ok(()) => {
-                        if let Err(e) = u.db().release() {
-                            // SQLite ended the transaction: nothing of the batch stays.
-                            handled =
-                                Handled { applied: 0, through: None, failed: Some((event.seq, format!("{e:#}"))) };
-                            u.discard();
-                            return Ok(handled);
-                        }
-                        handled.applied += 1;
-                        handled.through = Some(event.seq);
+                    for applied in &mut spans {
+                        applied
+                            .set(|| Attribute::new("moat.outcome", "rolled back: a later event of its batch failed"));
                     }
-                    Err(why) => {
-                        if let Err(e) = u.db().rollback_to_savepoint() {
-                            handled = Handled {
-                                applied: 0,
-                                through: None,
-                                failed: Some((event.seq, format!("{why}; and {e:#}"))),
-                            };
-                            u.discard();
-                            return Ok(handled);
-                        }
-                        handled.failed = Some((event.seq, why));
-                        break;
-                    }
+                    u.discard();
+                    return Ok(Pass::Failed { at: i, why });
                 }
+                spans.push(span);
             }
-            if let Some(seq) = handled.through {
-                u.db().host(|c| ledger::set_cursor(c, publisher, topic, seq))?;
+            if let Some(last) = batch[..spans.len()].last() {
+                u.db().host(|c| ledger::set_cursor(c, publisher, topic, last.seq))?;
             }
-            Ok(handled)
+            Ok(Pass::Applied(spans.len()))
         })
     }
 
@@ -1200,6 +1214,14 @@ fn handler_for(contract: &Contract, topic: &str) -> Result<(String, Type)> {
 /// How long a batch of events may hold its subscriber before it commits
 /// what it applied and lets a waiting call in.
 const BATCH_SLICE: Duration = Duration::from_millis(100);
+
+/// What one pass over a batch of events did.
+enum Pass {
+    /// The first this many events took effect.
+    Applied(usize),
+    /// The event at this index failed, and why: nothing took effect.
+    Failed { at: usize, why: String },
+}
 
 /// A request id reused for another call.
 #[derive(Debug, thiserror::Error)]

@@ -273,37 +273,15 @@ impl Db {
         }
     }
 
-    /// Marks a point in the unit of work to roll back to (one per event
-    /// handled, so a failing handler undoes only its own writes). Inside the
-    /// unit's transaction, never as a transaction of its own.
-    pub fn savepoint(&mut self) -> Result<()> {
-        self.begin()?;
-        self.sandbox.as_host(|| run(&self.host, "SAVEPOINT moat_step"))?;
-        Ok(())
-    }
-
-    /// Keeps what was done since the savepoint.
-    pub fn release(&mut self) -> Result<()> {
-        self.check_tx(|| "ended inside a handler".into());
-        if let Tx::Broken(why) = &self.tx {
-            bail!("the unit of work was rolled back by SQLite: {why}");
+    /// Fails if SQLite ended the unit of work's transaction on its own (a
+    /// full disk at `database_mib`, an interrupt): nothing of the unit stays,
+    /// so whatever ran last did not take effect. `cause` says where.
+    pub fn ensure_intact(&mut self, cause: impl FnOnce() -> String) -> Result<(), UnitBroken> {
+        self.check_tx(cause);
+        match &self.tx {
+            Tx::Broken(why) => Err(UnitBroken(why.clone())),
+            _ => Ok(()),
         }
-        self.sandbox.as_host(|| run(&self.host, "RELEASE moat_step"))?;
-        Ok(())
-    }
-
-    /// Undoes what was done since the savepoint, and drops it. If SQLite had
-    /// ended the transaction meanwhile, the whole unit fails.
-    pub fn rollback_to_savepoint(&mut self) -> Result<()> {
-        self.check_tx(|| "ended inside a handler".into());
-        if let Tx::Broken(why) = &self.tx {
-            bail!("the unit of work was rolled back by SQLite: {why}");
-        }
-        self.sandbox.as_host(|| {
-            run(&self.host, "ROLLBACK TO moat_step")?;
-            run(&self.host, "RELEASE moat_step")
-        })?;
-        Ok(())
     }
 
     // ---- The host's path ---------------------------------------------------

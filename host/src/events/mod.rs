@@ -14,13 +14,14 @@
 //!    reads the publisher's outbox after the subscriber's cursor (through a
 //!    read-only connection) and hands the batch to [`Delivery`].
 //! 4. **Apply** ([`Delivery`], `Component::handle_events`). One unit of work
-//!    on the subscriber: a savepoint per event, and the cursor
-//!    (`_moat_cursor`) advanced in the same transaction, so each event takes
-//!    effect exactly once, in publication order, whatever crashes.
-//! 5. **Fail** ([`dead_letters`]). A handler that returns `err` or traps has
-//!    its savepoint rolled back; the events before it commit, and it is
-//!    retried with backoff. After `max_attempts` it moves to the subscriber's
-//!    `_moat_dead_letter` (the cursor passes it) and delivery goes on.
+//!    on the subscriber applies a batch and advances the cursor
+//!    (`_moat_cursor`) in the same transaction, so each event takes effect
+//!    exactly once, in publication order, whatever crashes.
+//! 5. **Fail** ([`dead_letters`]). A handler that returns `err` or traps
+//!    rolls its batch back; the events before it are applied again and
+//!    commit, and it is retried with backoff. After `max_attempts` it moves
+//!    to the subscriber's `_moat_dead_letter` (the cursor passes it) and
+//!    delivery goes on.
 //!
 //! Events are stored as WAVE text: tagged by field and case names, readable
 //! in `moat events`, and decoded with the subscriber's own type, so a
