@@ -250,13 +250,24 @@ pub fn append(
     .map(drop)
 }
 
-/// Events of `topic` after `after`, oldest first, at most `limit`.
+/// Events of `topic` after `after`, oldest first, at most `limit`. (Every
+/// event a route delivers passes here: the topic is the one asked for, not
+/// read back from each row.)
 pub fn outbox_after(c: &Connection, topic: &str, after: i64, limit: u32) -> rusqlite::Result<Vec<OutboxEvent>> {
     c.prepare_cached(
-        r#"SELECT seq, topic, event, payload, published_us, trace FROM main."_moat_outbox"
+        r#"SELECT seq, event, payload, published_us, trace FROM main."_moat_outbox"
            WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"#,
     )?
-    .query_map(params![topic, after, limit], outbox_row)?
+    .query_map(params![topic, after, limit], |r| {
+        Ok(OutboxEvent {
+            seq: r.get(0)?,
+            topic: topic.to_string(),
+            event: r.get(1)?,
+            payload: r.get(2)?,
+            published_us: r.get(3)?,
+            trace: r.get(4)?,
+        })
+    })?
     .collect()
 }
 
