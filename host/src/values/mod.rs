@@ -1,8 +1,9 @@
 //! Values at the edge: reading a call written in WAVE (the value syntax of
 //! `wasmtime run --invoke`) against a function's type, and writing results as
-//! WAVE; `json`, the one JSON mapping of every WIT type.
+//! WAVE (`wave`); `json`, the one JSON mapping of every WIT type.
 
 pub mod json;
+mod wave;
 
 use anyhow::{Result, anyhow, bail};
 use serde_json::Value as Json;
@@ -170,9 +171,13 @@ fn detail(e: &wasm_wave::parser::ParserError) -> String {
     }
 }
 
-/// A value in WAVE.
+/// A value in WAVE (as `wasm_wave::to_string` writes it; see `wave`).
 pub fn to_wave(val: &Val) -> String {
-    wasm_wave::to_string(val).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+    let mut out = String::new();
+    match wave::write(&mut out, val) {
+        Ok(()) => out,
+        Err(kind) => format!("<unprintable: WAVE cannot write {kind}>"),
+    }
 }
 
 /// A function's result as JSON (`json`), or `null` if it returns nothing.
