@@ -173,7 +173,8 @@ fn detail(e: &wasm_wave::parser::ParserError) -> String {
 
 /// A value in WAVE (as `wasm_wave::to_string` writes it; see `wave`).
 pub fn to_wave(val: &Val) -> String {
-    let mut out = String::new();
+    // Room for a typical event without growing the string again and again.
+    let mut out = String::with_capacity(256);
     match wave::write(&mut out, val) {
         Ok(()) => out,
         Err(kind) => format!("<unprintable: WAVE cannot write {kind}>"),
