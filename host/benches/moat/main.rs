@@ -1180,11 +1180,11 @@ fn report(rows: &[Row], took: Duration) -> String {
         notes.push(
             "- events: each event crosses the boundary once to be published and once to be applied, and is \
              written and read as WAVE text. Counted with callgrind (`make bench-instructions`), an event costs \
-             about 47,000 instructions against native's 17,700. The route's thread, which sets the pace, spends \
-             about 31,900 (native's consumer: 9,100): 22,900 applying it (the handler called through Wasmtime's \
-             `Val` API, its upsert a guest → host round trip of 8,500 of which SQLite's step is most, and 3,200 \
-             parsing the WAVE with the handler's type) and 6,800 reading it from the outbox through the \
-             `(topic, seq)` index. The publishing thread spends 15,400 (native: 8,600), 10,100 of it the outbox \
+             about 40,400 instructions against native's 17,400. The route's thread, which sets the pace, spends \
+             about 25,400 (native's consumer: 8,800): 19,000 applying it (the handler called through Wasmtime's \
+             `Val` API, its upsert a guest → host round trip of 6,700 of which SQLite's step is most, and 2,600 \
+             parsing the WAVE with the handler's type) and 5,500 reading it from the outbox through the \
+             `(topic, seq)` index. The publishing thread spends 14,900 (native: 8,600), 9,900 of it the outbox \
              insert with that index. A batch takes no savepoint per event (a failing handler rolls its batch back \
              and the events before it are applied again), and WAVE is written without formatting each character. \
              What is left is the boundary itself, as for a call."
