@@ -329,6 +329,12 @@ fn killing_either_host_under_load_loses_nothing_and_applies_nothing_twice() {
         std::thread::sleep(Duration::from_millis(100 + rand(300)));
         let victim = rand(2) as usize;
         let slot = &slots[victim];
+        // Kill it with a call in flight, as most kills under load would be:
+        // the moment is chosen, not left to where the sleep happened to end.
+        let waiting = Instant::now();
+        while slot.inflight.load(Ordering::SeqCst) == 0 && waiting.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         let in_flight = slot.inflight.load(Ordering::SeqCst);
         *slot.client.write().unwrap() = None;
         slot.kills.fetch_add(1, Ordering::SeqCst);
