@@ -1171,7 +1171,11 @@ fn report(rows: &[Row], took: Duration) -> String {
              (`list<list<value>>`, one `cabi_realloc` call into the guest per string and list), 2,800 lifting the result \
              record into `Val`s (a `String` per field name), 2,700 in malloc and free, 4,500 in the guest's own code, \
              and the rest spread thin: no single cost dominates. A forwarded call adds about 15,000 more (the \
-             arguments and results of the hop lifted to `Val`s and lowered again). \
+             arguments and results of the hop lifted to `Val`s and lowered again). A `place-order` of about \
+             189,800 instructions against native's 98,000 runs 75,700 in SQLite's step against 66,800 (the outbox's \
+             `(topic, seq)` index, the host's `BEGIN`/`COMMIT`), and spends most of the rest crossing the boundary: \
+             its arguments and result, and about eight guest → host → guest round trips (queries, inserts, the \
+             publish), each several thousand instructions beyond what SQLite does. \
              A read-only call runs without a transaction, and statements and host SQL are prepared once."
                 .into(),
         );
