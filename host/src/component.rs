@@ -764,27 +764,30 @@ impl Component {
     /// savepoint per event (a `SAVEPOINT`/`RELEASE` pair costs about what a
     /// handler's own upsert does). When an event fails, that unit rolls back
     /// whole and the events before it run again in a unit of their own: the
-    /// same events on the same database, so they take effect as they did
-    /// (and should one fail this time, the batch shrinks again).
+    /// same events on the same database, so they take effect as they did.
+    /// Should one of them fail this time, the handler is not deterministic
+    /// and nothing is applied: that is an `Err`, retried like a failure of
+    /// the subscriber itself, so one step takes at most two passes.
     pub fn handle_events(&self, publisher: &str, topic: &str, batch: &[OutboxEvent]) -> Result<Handled> {
-        let mut failed = None;
-        let mut end = batch.len();
-        loop {
-            match self.apply_events(publisher, topic, &batch[..end])? {
-                Pass::Applied(applied) => {
-                    let through = applied.checked_sub(1).map(|last| batch[last].seq);
-                    // The failed event counts only once all before it took effect.
-                    let failed = if applied == end { failed } else { None };
-                    return Ok(Handled { applied, through, failed });
-                }
-                Pass::Failed { at, why } => {
-                    failed = Some((batch[at].seq, why));
-                    end = at;
-                    if end == 0 {
-                        return Ok(Handled { applied: 0, through: None, failed });
-                    }
-                }
+        let through = |applied: usize| applied.checked_sub(1).map(|last| batch[last].seq);
+        let (at, why) = match self.apply_events(publisher, topic, batch)? {
+            Pass::Applied(applied) => return Ok(Handled { applied, through: through(applied), failed: None }),
+            Pass::Failed { at, why } => (at, why),
+        };
+        let failed = Some((batch[at].seq, why));
+        if at == 0 {
+            return Ok(Handled { applied: 0, through: None, failed });
+        }
+        match self.apply_events(publisher, topic, &batch[..at])? {
+            // The failed event counts only once all before it took effect.
+            Pass::Applied(applied) => {
+                Ok(Handled { applied, through: through(applied), failed: if applied == at { failed } else { None } })
             }
+            Pass::Failed { at: again, why } => bail!(
+                "event #{} failed, and applying the events before it again, event #{} failed this time ({why}): the handler does not do the same twice",
+                batch[at].seq,
+                batch[again].seq
+            ),
         }
     }
 

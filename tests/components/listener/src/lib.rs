@@ -74,6 +74,10 @@ impl handler::Guest for Listener {
         if id.starts_with("FAIL2-") && attempt <= 2 {
             return Err(format!("failing attempt {attempt} of {id}, as asked"));
         }
+        // Not deterministic: applied once, it fails when applied again.
+        if id.starts_with("FLAKY-") && attempt == 2 {
+            return Err(format!("failing attempt 2 of {id}, as asked"));
+        }
         if id.starts_with("FAILX-") && !fixed() {
             return Err(format!("failing {id} until fixed, as asked"));
         }
