@@ -167,7 +167,10 @@ fn a_handler_failing_only_when_an_event_is_applied_again_still_applies_each_once
     let status = open.status();
     let route = status.subscriptions.iter().find(|r| r.subscription.subscriber == "listener").unwrap();
     let error = route.last_error.clone().unwrap_or_default();
-    assert!(error.contains("does not do the same twice") && error.contains("failing attempt 2 of FLAKY-A"), "{route:?}");
+    assert!(
+        error.contains("does not do the same twice") && error.contains("failing attempt 2 of FLAKY-A"),
+        "{route:?}"
+    );
     assert_eq!((route.applied, route.failing_attempts), (0, Some(0)), "{route:?}");
 
     // Retried: FLAKY-A applied once, FAILX-B dead-lettered after its 3 attempts, OK-C applied.
