@@ -107,7 +107,10 @@ fn publish(view: PublishView<'_>, topic: &str, event: &Val) -> Result<()> {
         Val::Variant(case, _) | Val::Enum(case) => case.as_str(),
         _ => "event",
     };
-    let payload = crate::values::to_wave(event);
+    // Stored, and read by subscribers: an event WAVE cannot write is refused,
+    // never stored as a placeholder.
+    let payload =
+        crate::values::try_to_wave(event).map_err(|e| anyhow::anyhow!("the {case} event cannot be stored: {e}"))?;
     // The publish's span ends here; its context rides with the event, so
     // whoever applies it, wherever and whenever, continues this trace.
     let span = Span::start(

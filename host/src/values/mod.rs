@@ -171,14 +171,19 @@ fn detail(e: &wasm_wave::parser::ParserError) -> String {
     }
 }
 
-/// A value in WAVE (as `wasm_wave::to_string` writes it; see `wave`).
+/// A value in WAVE, for showing it (as `wasm_wave::to_string` writes it;
+/// see `wave`); what WAVE cannot write is shown as `<unprintable: …>`.
 pub fn to_wave(val: &Val) -> String {
+    try_to_wave(val).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+}
+
+/// A value in WAVE, for storing it: an error where WAVE cannot write it (a
+/// resource, stream, future, error context or map).
+pub fn try_to_wave(val: &Val) -> Result<String> {
     // Room for a typical event without growing the string again and again.
     let mut out = String::with_capacity(256);
-    match wave::write(&mut out, val) {
-        Ok(()) => out,
-        Err(kind) => format!("<unprintable: WAVE cannot write {kind}>"),
-    }
+    wave::write(&mut out, val).map_err(|kind| anyhow!("WAVE cannot write {kind}"))?;
+    Ok(out)
 }
 
 /// A function's result as JSON (`json`), or `null` if it returns nothing.
